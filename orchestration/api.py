@@ -1,0 +1,101 @@
+"""The Python API for optimizers that drive evofleet from code: ``launch`` and ``attach``."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+import redis
+from celery import Celery
+
+from orchestration.generation import BatchCallback, Generation
+from orchestration.local_cluster import local_cluster
+from orchestration.settings import LaunchSettings
+from orchestration.sinks import Sink, open_sink
+from orchestration.submit import create_generation
+from workers.celery_app import make_app
+from workers.contract import GenerationSpec
+from workers.ledger import Ledger
+from workers.redis_client import connect
+
+
+def launcher_app(broker_url: str, settings: LaunchSettings | None = None) -> Celery:
+    """A Celery app for the launching side (it sends tasks by name, imports no GPU code)."""
+    settings = settings or LaunchSettings()
+    return make_app(settings.worker_settings(broker_url), name="evofleet-launcher")
+
+
+def _sinks(out: str | Path | None, fmt: str | None, objectives: list[str]) -> list[Sink]:
+    return [open_sink(out, objectives, fmt)] if out is not None else []
+
+
+def launch(
+    spec: GenerationSpec,
+    *,
+    broker_url: str | None = None,
+    settings: LaunchSettings | None = None,
+    out: str | Path | None = None,
+    fmt: str | None = None,
+    on_batch: BatchCallback | None = None,
+) -> Generation:
+    """Submit ``spec`` and return its running Generation.
+
+    With no broker URL (argument, ``EVOFLEET_BROKER_URL``), a private redis-server and
+    local workers are started and stopped again when the generation ends.
+    """
+    settings = settings or LaunchSettings()
+    stack = ExitStack()
+    url = broker_url or settings.broker_url
+    if url is None:
+        url = stack.enter_context(
+            local_cluster(
+                workers=settings.local_workers,
+                concurrency=settings.local_concurrency,
+                redis_binary=settings.redis_server,
+            )
+        )
+    try:
+        app = launcher_app(url, settings)
+        client = connect(settings.result_backend or url)
+        create_generation(app, Ledger(client, spec.id), spec)
+        generation = Generation(
+            app,
+            client,
+            spec.id,
+            sinks=_sinks(out, fmt, list(spec.objectives)),
+            on_batch=on_batch,
+            on_end=stack.close,
+        )
+    except BaseException:
+        stack.close()
+        raise
+    return generation.start()
+
+
+def attach(
+    generation_id: str,
+    *,
+    broker_url: str,
+    settings: LaunchSettings | None = None,
+    out: str | Path | None = None,
+    fmt: str | None = None,
+    on_batch: BatchCallback | None = None,
+) -> Generation:
+    """Re-attach to a generation (after the launcher died): submit what is left, collect all.
+
+    The output file is written anew from the start of the generation's result stream, so it
+    ends up with every result exactly once.
+    """
+    settings = settings or LaunchSettings()
+    app = launcher_app(broker_url, settings)
+    client = connect(settings.result_backend or broker_url)
+    ledger = Ledger(client, generation_id)
+    objectives = list(ledger.header().objectives)
+    generation = Generation(
+        app, client, generation_id, sinks=_sinks(out, fmt, objectives), on_batch=on_batch
+    )
+    return generation.start()
+
+
+def client_for_url(url: str) -> redis.Redis:
+    return connect(url)

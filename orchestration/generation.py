@@ -1,0 +1,219 @@
+"""A running generation seen from the launcher: submission, batched collection, deadline, end."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+from celery import Celery
+
+from workers.contract import EvaluationResult, Status
+from workers.ledger import RUNNING, Ledger
+from workers.summary import summarize
+from orchestration.sinks import Sink
+from orchestration.submit import Submitter
+
+logger = logging.getLogger(__name__)
+
+BatchCallback = Callable[[Sequence[EvaluationResult]], None]
+FINALIZE_GRACE_S = 30.0  # how long to wait for the chord body once every result is in
+STALL_RECORD_S = 5.0  # a closed generation whose closer vanished is completed after this
+
+
+class Generation:
+    """Handle on one generation: drives submission and collection in a background thread.
+
+    ``wait`` may be called from several threads at once; ``results`` and ``stats`` never block.
+    """
+
+    def __init__(
+        self,
+        app: Celery,
+        client: redis.Redis,
+        generation_id: str,
+        *,
+        sinks: Sequence[Sink] = (),
+        on_batch: BatchCallback | None = None,
+        on_end: Callable[[], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.id = generation_id
+        self.ledger = Ledger(client, generation_id)
+        header = self.ledger.client.get(self.ledger.keys.header)
+        import json
+
+        self.spec_header: dict[str, Any] = json.loads(header) if header else {}
+        self.sinks = list(sinks)
+        self.on_batch = on_batch
+        self._on_end = on_end
+        self._ended = threading.Event()
+        self._error: BaseException | None = None
+        self._status: str | None = None
+        self._summary: dict[str, Any] | None = None
+        self._counts: Counter[str] = Counter()
+        self._batches = 0
+        self._seen = 0
+        self._started = time.monotonic()
+        self._cancel_requested = threading.Event()
+        self.submitter = Submitter(app, self.ledger, self.spec_header)
+        self.total = self.submitter.total
+        self._thread = threading.Thread(target=self._run, name=f"evofleet-{generation_id}", daemon=True)
+
+    # -- public API -------------------------------------------------------------
+    def start(self) -> Generation:
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the generation ends; return ``complete``, ``partial`` or ``cancelled``.
+
+        Raises TimeoutError if it has not ended within ``timeout`` seconds (it keeps running).
+        """
+        if not self._ended.wait(timeout):
+            raise TimeoutError(f"generation {self.id} still running after {timeout}s")
+        if self._error is not None:
+            raise self._error
+        assert self._status is not None
+        return self._status
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    def results(self) -> list[EvaluationResult]:
+        """The results recorded so far (from the ledger, without blocking)."""
+        return list(self.ledger.iter_results())
+
+    def summary(self) -> dict[str, Any] | None:
+        return self._summary
+
+    def stats(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self._started
+        return {
+            "generation_id": self.id,
+            "total": self.total,
+            "submitted": self.submitter.submitted,
+            "collected": self._seen,
+            "in_flight": self.submitter.submitted - self._seen,
+            "counts": {s.value: self._counts.get(s.value, 0) for s in Status},
+            "batches": self._batches,
+            "elapsed_s": elapsed,
+            "throughput_per_s": self._seen / elapsed if elapsed > 0 else 0.0,
+        }
+
+    def cancel(self) -> None:
+        """Stop submitting, record ``cancelled`` for every candidate without a result."""
+        self._cancel_requested.set()
+
+    # -- the loop ---------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._collect()
+            self._status, self._summary = self._finish()
+        except BaseException as exc:  # surfaced by wait()
+            logger.exception("generation %s: collector failed", self.id)
+            self._error = exc
+        finally:
+            for sink in self.sinks:
+                try:
+                    sink.close()
+                except Exception:
+                    logger.exception("closing sink %s", sink.path)
+            if self._on_end is not None:
+                self._on_end()
+            self._ended.set()
+
+    def _collect(self) -> None:
+        batch_size = int(self.spec_header.get("batch_size", 50))
+        batch_timeout = float(self.spec_header.get("batch_timeout", 2.0))
+        deadline_at = float(self.ledger.state().get("deadline_at", "inf"))
+        last_id = "0-0"
+        batch: list[EvaluationResult] = []
+        batch_started = 0.0
+        last_progress = time.monotonic()
+        next_state_check = 0.0
+        while self._seen + len(batch) < self.total:
+            self.submitter.submit_more(recorded=self._seen + len(batch))
+            now = time.monotonic()
+            wait_s = batch_timeout - (now - batch_started) if batch else batch_timeout
+            block_ms = max(1, int(min(wait_s, 0.25) * 1000))
+            want = max(1, batch_size - len(batch))
+            reply = self.client.xread({self.ledger.keys.stream: last_id}, count=want, block=block_ms)
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    if not batch:
+                        batch_started = time.monotonic()
+                    batch.append(EvaluationResult.model_validate_json(fields[b"r"]))
+                    last_progress = time.monotonic()
+            now = time.monotonic()
+            if batch and (len(batch) >= batch_size or now - batch_started >= batch_timeout):
+                self._flush(batch)
+                batch = []
+            if now >= next_state_check:
+                next_state_check = now + 0.5
+                self._check_end_early(deadline_at, now - last_progress)
+        self._flush(batch)
+
+    def _check_end_early(self, deadline_at: float, idle_s: float) -> None:
+        if self._cancel_requested.is_set():
+            self._end_early("cancelled")
+        elif time.time() >= deadline_at:
+            self._end_early("partial")
+        status = self.ledger.status()
+        if status not in (RUNNING, None, "complete") and idle_s > STALL_RECORD_S:
+            # Closed by someone (cancel command, deadline) who did not finish recording.
+            self._record_missing(status)
+
+    def _end_early(self, status: str) -> None:
+        ended = self.ledger.close(status)
+        if ended == status:
+            logger.warning("generation %s ends early: %s", self.id, status)
+            self._record_missing(status)
+
+    def _record_missing(self, status: str) -> None:
+        kind = Status.cancelled if status == "cancelled" else Status.timeout
+        reason = "generation cancelled" if status == "cancelled" else "generation deadline passed"
+        self.ledger.record_missing(kind, reason)
+
+    def _flush(self, batch: list[EvaluationResult]) -> None:
+        if not batch:
+            return
+        for sink in self.sinks:
+            sink.write(batch)
+        for result in batch:
+            self._counts[result.status.value] += 1
+            self.submitter.auto.observe(result.eval_seconds)
+        self._seen += len(batch)
+        self._batches += 1
+        if self.on_batch is not None:
+            self.on_batch(batch)
+
+    def _finish(self) -> tuple[str, dict[str, Any]]:
+        """Every result is in: take the chord body's summary, or write one if it never comes."""
+        header_objectives = self.spec_header.get("objectives", {})
+        deadline = time.monotonic() + FINALIZE_GRACE_S
+        while self.ledger.status() == RUNNING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = self.ledger.status() or "unknown"
+        summary = self.ledger.summary()
+        if status == RUNNING:
+            logger.warning("generation %s: chord body did not finish; completing here", self.id)
+            summary = summarize(self.ledger.iter_results(), header_objectives, self.ledger.state())
+            summary["status"] = "complete"
+            status = self.ledger.complete(summary, self._retention())
+            summary = self.ledger.summary() or summary
+        elif summary is None or summary.get("status") != status:
+            summary = summarize(self.ledger.iter_results(), header_objectives, self.ledger.state())
+            summary["status"] = status
+            self.ledger.write_summary(summary, self._retention())
+        return status, summary
+
+    def _retention(self) -> int:
+        return int(self.app.conf.evofleet_settings.retention_s)

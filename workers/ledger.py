@@ -1,0 +1,230 @@
+"""The ledger: a generation's results in Redis, where the first result per candidate wins."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import redis
+
+from workers.contract import (
+    Candidate,
+    EvaluationResult,
+    GenerationHeader,
+    GenerationSpec,
+    Status,
+    utc_now,
+)
+from workers.keys import GENERATIONS_INDEX, GenerationKeys
+
+# One atomic step: only the first result for a candidate is stored, streamed and counted.
+_RECORD_SCRIPT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
+  redis.call('HINCRBY', KEYS[3], 'recorded', 1)
+  redis.call('HINCRBY', KEYS[3], 'n_' .. ARGV[3], 1)
+  return 1
+end
+return 0
+"""
+
+# Moves a running generation to an end state once; a later caller sees the first one.
+_CLOSE_SCRIPT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'running' or status == false then
+  redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2])
+  return ARGV[1]
+end
+return status
+"""
+
+# Completes a running generation with its summary in one step; returns the end state.
+_COMPLETE_SCRIPT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' then
+  return status
+end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'complete', 'finished_at', ARGV[2])
+return 'complete'
+"""
+
+RUNNING = "running"
+END_STATES = ("complete", "partial", "cancelled")
+
+
+class GenerationNotFound(LookupError):
+    """No generation with that id is in Redis (never launched, or expired)."""
+
+
+class Ledger:
+    """Reads and writes one generation's keys."""
+
+    def __init__(self, client: redis.Redis, generation_id: str) -> None:
+        self.client = client
+        self.keys = GenerationKeys(generation_id)
+        self.generation_id = generation_id
+        self._record = client.register_script(_RECORD_SCRIPT)
+        self._close = client.register_script(_CLOSE_SCRIPT)
+        self._complete = client.register_script(_COMPLETE_SCRIPT)
+
+    # -- creating -------------------------------------------------------------
+    def create(self, spec: GenerationSpec, chunk_count: int) -> None:
+        """Store the spec, its candidates and a fresh state; refuses an id already used."""
+        if not self.client.hsetnx(self.keys.state, "status", RUNNING):
+            raise ValueError(f"generation {spec.id!r} already exists in Redis")
+        now = time.time()
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.header, json.dumps(spec.header()))
+            for start in range(0, len(spec.candidates), 1000):
+                batch = spec.candidates[start : start + 1000]
+                pipe.rpush(self.keys.candidates, *[c.model_dump_json() for c in batch])
+            pipe.hset(
+                self.keys.state,
+                mapping={
+                    "total": len(spec.candidates),
+                    "chunks": chunk_count,
+                    "submitted": 0,
+                    "recorded": 0,
+                    "created_at": now,
+                    "deadline_at": now + spec.deadline,
+                },
+            )
+            pipe.zadd(GENERATIONS_INDEX, {self.generation_id: now})
+            pipe.execute()
+
+    def exists(self) -> bool:
+        return bool(self.client.exists(self.keys.state))
+
+    def header(self) -> GenerationHeader:
+        raw = self.client.get(self.keys.header)
+        if raw is None:
+            raise GenerationNotFound(self.generation_id)
+        return GenerationHeader.model_validate_json(raw)
+
+    def candidates(self, start: int = 0, stop: int = -1) -> list[Candidate]:
+        raw = self.client.lrange(self.keys.candidates, start, stop)
+        return [Candidate.model_validate_json(item) for item in raw]
+
+    # -- recording ------------------------------------------------------------
+    def record(self, result: EvaluationResult) -> bool:
+        """Record a result; False when the candidate already had one (nothing changes)."""
+        payload = result.model_dump_json()
+        return bool(
+            self._record(
+                keys=[self.keys.results, self.keys.stream, self.keys.state],
+                args=[result.candidate_id, payload, result.status.value],
+            )
+        )
+
+    def start_attempt(self, candidate_id: str) -> int:
+        """Count an evaluation that starts now and return the attempt number."""
+        return int(self.client.hincrby(self.keys.attempts, candidate_id, 1))
+
+    def attempts(self, candidate_ids: Iterable[str]) -> dict[str, int]:
+        ids = list(candidate_ids)
+        if not ids:
+            return {}
+        values = self.client.hmget(self.keys.attempts, ids)
+        return {cid: int(v or 0) for cid, v in zip(ids, values, strict=True)}
+
+    def recorded_ids(self, candidate_ids: Iterable[str]) -> set[str]:
+        """Which of these candidates already have a result."""
+        ids = list(candidate_ids)
+        if not ids:
+            return set()
+        with self.client.pipeline(transaction=False) as pipe:
+            for cid in ids:
+                pipe.hexists(self.keys.results, cid)
+            flags = pipe.execute()
+        return {cid for cid, flag in zip(ids, flags, strict=True) if flag}
+
+    def result(self, candidate_id: str) -> EvaluationResult | None:
+        raw = self.client.hget(self.keys.results, candidate_id)
+        return None if raw is None else EvaluationResult.model_validate_json(raw)
+
+    def iter_results(self, page: int = 1000) -> Iterator[EvaluationResult]:
+        """Every recorded result, streamed with HSCAN (unordered)."""
+        for _cid, raw in self.client.hscan_iter(self.keys.results, count=page):
+            yield EvaluationResult.model_validate_json(raw)
+
+    # -- state ----------------------------------------------------------------
+    def state(self) -> dict[str, str]:
+        raw = self.client.hgetall(self.keys.state)
+        if not raw:
+            raise GenerationNotFound(self.generation_id)
+        state = {_text(k): _text(v) for k, v in raw.items()}
+        state["generation_id"] = self.generation_id
+        return state
+
+    def status(self) -> str | None:
+        value = self.client.hget(self.keys.state, "status")
+        return None if value is None else _text(value)
+
+    def is_open(self) -> bool:
+        """False once the generation is complete, partial or cancelled."""
+        return self.status() in (RUNNING, None)
+
+    def set_submitted(self, count: int) -> None:
+        self.client.hset(self.keys.state, "submitted", count)
+
+    def close(self, status: str) -> str:
+        """End the generation with ``status`` unless it already ended; return the end state."""
+        assert status in END_STATES
+        return _text(self._close(keys=[self.keys.state], args=[status, time.time()]))
+
+    def complete(self, summary: dict[str, Any], retention_s: int | None) -> str:
+        """Mark a running generation complete with its summary; return the end state."""
+        ended = self._complete(
+            keys=[self.keys.state, self.keys.summary], args=[json.dumps(summary), time.time()]
+        )
+        self.expire(retention_s)
+        return _text(ended) if ended is not None else "unknown"
+
+    def expire(self, retention_s: int | None) -> None:
+        """Let every key of the generation expire after ``retention_s``."""
+        if not retention_s:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in self.keys.all():
+                pipe.expire(key, retention_s)
+            pipe.execute()
+
+    def write_summary(self, summary: dict[str, Any], retention_s: int | None) -> None:
+        self.client.set(self.keys.summary, json.dumps(summary))
+        self.expire(retention_s)
+
+    def summary(self) -> dict[str, Any] | None:
+        raw = self.client.get(self.keys.summary)
+        return None if raw is None else json.loads(raw)
+
+    def record_missing(self, status: Status, message: str) -> int:
+        """Record ``status`` for every candidate without a result; return how many."""
+        header = self.header()
+        now = utc_now()
+        recorded = 0
+        total = int(self.client.llen(self.keys.candidates))
+        for start in range(0, total, 1000):
+            batch = self.candidates(start, start + 999)
+            done = self.recorded_ids(c.id for c in batch)
+            attempts = self.attempts(c.id for c in batch if c.id not in done)
+            for candidate in batch:
+                if candidate.id in done:
+                    continue
+                result = EvaluationResult(
+                    generation_id=header.id,
+                    candidate_id=candidate.id,
+                    status=status,
+                    priority=candidate.priority,
+                    attempts=attempts.get(candidate.id, 0),
+                    error={"type": status.value.capitalize(), "message": message},
+                    finished_at=now,
+                )
+                recorded += self.record(result)
+        return recorded
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,184 @@
+"""The Celery tasks: ``evaluate`` (a chunk of candidates) and ``finalize_generation`` (chord body)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from celery import Task
+
+from workers import devices
+from workers.celery_app import app
+from workers.contract import (
+    Candidate,
+    EvaluationResult,
+    GenerationHeader,
+    Status,
+    from_timestamp,
+    utc_now,
+)
+from workers.evaluators import EvaluationContext, Scores, batch_function, resolve
+from workers.failures import EvaluateRequest, error_info, soft_time_limit, status_of
+from workers.keys import EVALUATE_TASK, FINALIZE_TASK
+from workers.ledger import Ledger
+from workers.redis_client import client_for
+from workers.summary import summarize
+
+logger = logging.getLogger(__name__)
+
+
+def _ledger(generation_id: str) -> Ledger:
+    return Ledger(client_for(app.conf.result_backend), generation_id)
+
+
+@lru_cache(maxsize=64)
+def _header(generation_id: str) -> GenerationHeader:
+    return _ledger(generation_id).header()
+
+
+@app.task(name=EVALUATE_TASK, bind=True, Request=EvaluateRequest, acks_late=True)
+def evaluate(
+    self: Task, generation_id: str, candidates: list[dict[str, Any]], submitted_at: float
+) -> dict[str, int]:
+    """Evaluate a chunk of candidates and record each one's result in the ledger.
+
+    Never raises for a candidate's failure: the chord must count every header task as done.
+    Returns only the chunk's size, the same on every delivery, so a duplicate is harmless.
+    """
+    ledger = _ledger(generation_id)
+    if not ledger.is_open():
+        return {"candidates": len(candidates)}
+    header = _header(generation_id)
+    chunk = [Candidate.model_validate(c) for c in candidates]
+    done = ledger.recorded_ids(c.id for c in chunk)
+    todo = [c for c in chunk if c.id not in done]
+    context = EvaluationContext(
+        device=devices.current_device(),
+        generation_id=generation_id,
+        objectives=header.objectives,
+        worker=self.request.hostname or socket.gethostname(),
+    )
+    runner = ChunkRunner(ledger, header, context, from_timestamp(submitted_at))
+    runner.run(todo, alone=len(chunk) == 1)
+    return {"candidates": len(candidates)}
+
+
+class ChunkRunner:
+    """Evaluates candidates in the pool child and records each result as it finishes."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        header: GenerationHeader,
+        context: EvaluationContext,
+        submitted_at: Any,
+    ) -> None:
+        self.ledger = ledger
+        self.header = header
+        self.context = context
+        self.submitted_at = submitted_at
+
+    def run(self, candidates: Sequence[Candidate], *, alone: bool) -> None:
+        evaluator = resolve(self.header.evaluator)
+        batch = batch_function(evaluator)
+        if batch is not None and len(candidates) > 1:
+            leftover = self._run_batch(batch, candidates)
+        else:
+            leftover = list(candidates)
+        for candidate in leftover:
+            attempt = self.ledger.start_attempt(candidate.id) if alone else 1
+            if attempt > self.header.crash_retries + 1:
+                self._record(candidate, Status.crashed, attempt=attempt - 1, started=None,
+                             error=error_info(RuntimeError(
+                                 f"lost its worker {attempt - 1} times; not run again")))
+                continue
+            self.context.attempt = attempt
+            started = utc_now()
+            try:
+                with soft_time_limit(self.header.soft_time_limit):
+                    scores = evaluator(candidate, self.context)
+                self._record_scores(candidate, scores, attempt, started)
+            except Exception as exc:
+                self._record(candidate, status_of(exc), attempt=attempt, started=started,
+                             error=error_info(exc))
+                devices.after_failure(exc)
+            finally:
+                devices.release_memory()
+
+    def _run_batch(self, batch: Any, candidates: Sequence[Candidate]) -> list[Candidate]:
+        """Score all in one call; on an exception, fall back to one by one."""
+        started = utc_now()
+        try:
+            with soft_time_limit(self.header.soft_time_limit * len(candidates)):
+                all_scores = list(batch(candidates, self.context))
+        except Exception as exc:
+            logger.info("batch evaluation failed (%r); evaluating one by one", exc)
+            return list(candidates)
+        finally:
+            devices.release_memory()
+        for candidate, scores in zip(candidates, all_scores, strict=True):
+            self._record_scores(candidate, scores, 1, started)
+        return []
+
+    def _record_scores(
+        self, candidate: Candidate, scores: Scores, attempt: int, started: Any
+    ) -> None:
+        missing = [name for name in self.header.objectives if name not in scores]
+        try:
+            clean = {name: float(value) for name, value in scores.items()}
+        except (TypeError, ValueError) as exc:
+            missing, clean = [], {}
+            problem: Exception | None = TypeError(f"scores are not numbers: {exc}")
+        else:
+            problem = ValueError(f"no score for objective(s) {missing}") if missing else None
+        if problem is not None:
+            self._record(candidate, Status.error, attempt=attempt, started=started,
+                         error=error_info(problem))
+            return
+        self._record(candidate, Status.ok, attempt=attempt, started=started, scores=clean)
+
+    def _record(
+        self,
+        candidate: Candidate,
+        status: Status,
+        *,
+        attempt: int,
+        started: Any,
+        scores: dict[str, float] | None = None,
+        error: Any = None,
+    ) -> None:
+        self.ledger.record(
+            EvaluationResult(
+                generation_id=self.header.id,
+                candidate_id=candidate.id,
+                status=status,
+                scores=scores or {},
+                error=error,
+                attempts=attempt,
+                worker=self.context.worker,
+                device=str(self.context.device),
+                priority=candidate.priority,
+                submitted_at=self.submitted_at,
+                started_at=started,
+                finished_at=utc_now(),
+            )
+        )
+
+
+@app.task(name=FINALIZE_TASK, acks_late=True)
+def finalize_generation(header_results: Any, generation_id: str) -> str:
+    """Chord body: write the summary and mark the generation complete, on the worker side.
+
+    The summary is written before the state flips, so whoever sees ``complete`` finds it; a
+    generation the launcher already closed (deadline, cancel) keeps the launcher's summary.
+    """
+    ledger = _ledger(generation_id)
+    if not ledger.is_open():
+        return ledger.status() or "unknown"
+    header = ledger.header()
+    summary = summarize(ledger.iter_results(), header.objectives, ledger.state())
+    summary["status"] = "complete"
+    return ledger.complete(summary, app.conf.evofleet_settings.retention_s)
