@@ -143,6 +143,10 @@ class Submitter:
         )
         self.chunks += 1
         self.submitted += len(chunk)
-        self.ledger.client.hset(
-            self.ledger.keys.state, mapping={"submitted": self.submitted, "chunks": self.chunks}
-        )
+        with self.ledger.client.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.ledger.keys.state,
+                mapping={"submitted": self.submitted, "chunks": self.chunks},
+            )
+            pipe.hincrby(self.ledger.keys.state, f"s_{chunk[0].priority.value}", len(chunk))
+            pipe.execute()

@@ -25,6 +25,7 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
   redis.call('HINCRBY', KEYS[3], 'recorded', 1)
   redis.call('HINCRBY', KEYS[3], 'n_' .. ARGV[3], 1)
+  redis.call('HINCRBY', KEYS[3], 'r_' .. ARGV[4], 1)
   return 1
 end
 return 0
@@ -115,7 +116,7 @@ class Ledger:
         return bool(
             self._record(
                 keys=[self.keys.results, self.keys.stream, self.keys.state],
-                args=[result.candidate_id, payload, result.status.value],
+                args=[result.candidate_id, payload, result.status.value, result.priority.value],
             )
         )
 

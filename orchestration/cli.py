@@ -1,0 +1,324 @@
+"""The ``evofleet`` command line. Exit codes: 0 complete, 3 partial or cancelled, 2 invalid input."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestration.api import attach, launch, launcher_app
+from orchestration.generation import Generation
+from orchestration.progress import ProgressDisplay, print_summary
+from orchestration.settings import LaunchSettings
+from orchestration.sinks import format_for, open_sink, summary_path, write_summary
+from orchestration.spec_loading import SpecError, load_spec, spec_from_dict
+from workers.contract import PRIORITIES, EvaluationResult, Status
+from workers.ledger import GenerationNotFound, Ledger
+from workers.redis_client import connect
+from workers.summary import summarize
+
+EXIT_COMPLETE, EXIT_INVALID, EXIT_PARTIAL = 0, 2, 3
+
+app = typer.Typer(
+    help="Evaluate a generation of optimizer candidates on Celery workers, with one result "
+    "per candidate whatever happens to the workers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+BrokerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        help="Redis URL of a deployment (redis://:password@host:6379/0, rediss:// for TLS). "
+        "Default: $EVOFLEET_BROKER_URL; launch and demo run in local mode without one.",
+        show_default=False,
+    ),
+]
+OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Results file: .jsonl, .parquet or .csv.", show_default=False),
+]
+FormatOption = Annotated[
+    str | None,
+    typer.Option("--format", help="jsonl | parquet | csv (default: from --out's extension)."),
+]
+
+
+def _fail(message: str, code: int = EXIT_INVALID) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _settings(workers: int | None = None, concurrency: int | None = None) -> LaunchSettings:
+    overrides: dict[str, Any] = {}
+    if workers is not None:
+        overrides["local_workers"] = workers
+    if concurrency is not None:
+        overrides["local_concurrency"] = concurrency
+    return LaunchSettings(**overrides)
+
+
+def _deployment_url(broker: str | None) -> str:
+    url = broker or LaunchSettings().broker_url
+    if not url:
+        raise _fail("this command needs a deployment: pass --broker or set EVOFLEET_BROKER_URL")
+    return url
+
+
+def _run(generation: Generation, out: Path | None, quiet: bool) -> int:
+    display = None if quiet else ProgressDisplay(generation.total, console=err)
+    if display is not None:
+        generation.on_batch = display.on_batch
+        display.__enter__()
+    try:
+        status = generation.wait()
+    except KeyboardInterrupt:
+        err.print("interrupted: the generation goes on; `evofleet resume "
+                  f"{generation.id}` re-attaches, `evofleet cancel {generation.id}` stops it")
+        raise typer.Exit(130) from None
+    finally:
+        if display is not None:
+            display.__exit__(None, None, None)
+    summary = generation.summary() or {}
+    if not quiet:
+        print_summary(summary, console)
+    if out is not None:
+        written = write_summary(summary_path(out), summary)
+        err.print(f"results: {out}   summary: {written}")
+    return EXIT_COMPLETE if status == "complete" else EXIT_PARTIAL
+
+
+def _check_output(out: Path | None, fmt: str | None) -> None:
+    if out is not None:
+        try:
+            format_for(out, fmt)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+
+
+@app.command("launch")
+def launch_command(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Generation spec, YAML or JSON.")],
+    out: OutOption = None,
+    fmt: FormatOption = None,
+    broker: BrokerOption = None,
+    workers: Annotated[int | None, typer.Option(help="Local mode: worker processes.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Local mode: pool children each.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")] = False,
+) -> None:
+    """Run a generation: against a deployment when a broker is set, else in local mode."""
+    _check_output(out, fmt)
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+    settings = _settings(workers, concurrency)
+    if not (broker or settings.broker_url) and not quiet:
+        err.print("local mode: starting a private redis-server and local worker(s)...")
+    try:
+        generation = launch(spec, broker_url=broker, settings=settings, out=out, fmt=fmt)
+    except ValueError as exc:  # e.g. the generation id is already in use
+        raise _fail(str(exc)) from None
+    raise typer.Exit(_run(generation, out, quiet))
+
+
+def demo_spec(candidates: int, seed: int) -> dict[str, Any]:
+    """A ZDT1 generation: random points plus points on the Pareto set, mixed priorities."""
+    rng = random.Random(seed)
+    rows = []
+    for index in range(candidates):
+        x = [rng.random() for _ in range(10)]
+        if index % 4 == 0:  # on the Pareto set: x[1:] = 0
+            x = [x[0]] + [0.0] * 9
+        rows.append(
+            {"id": f"c{index:05d}", "priority": PRIORITIES[index % 4], "params": {"x": x}}
+        )
+    return {
+        "id": f"demo-{os.getpid()}-{rng.randrange(10**6):06d}",
+        "evaluator": "zdt1",
+        "objectives": {"f1": "min", "f2": "min"},
+        "candidates": rows,
+        "batch_size": 25,
+        "batch_timeout": 0.5,
+        "soft_time_limit": 30,
+        "time_limit": 60,
+        "deadline": 600,
+    }
+
+
+@app.command()
+def demo(
+    candidates: Annotated[int, typer.Option(min=1, help="Population size.")] = 200,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results file.")] = Path(
+        "demo-results.jsonl"
+    ),
+    broker: BrokerOption = None,
+    workers: Annotated[int | None, typer.Option(help="Local mode: worker processes.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the population.")] = 0,
+) -> None:
+    """Run a built-in ZDT1 generation (local mode unless a broker is set) and print its summary."""
+    _check_output(out, None)
+    spec = spec_from_dict(demo_spec(candidates, seed), source="demo")
+    settings = _settings(workers)
+    if not (broker or settings.broker_url):
+        err.print("local mode: starting a private redis-server and a local worker...")
+    generation = launch(spec, broker_url=broker, settings=settings, out=out)
+    raise typer.Exit(_run(generation, out, quiet=False))
+
+
+@app.command()
+def resume(
+    generation_id: Annotated[str, typer.Argument(metavar="GEN")],
+    out: OutOption = None,
+    fmt: FormatOption = None,
+    broker: BrokerOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Re-attach to a generation whose launcher died: submit the rest, collect every result."""
+    _check_output(out, fmt)
+    url = _deployment_url(broker)
+    try:
+        generation = attach(generation_id, broker_url=url, out=out, fmt=fmt)
+    except GenerationNotFound:
+        raise _fail(f"no generation {generation_id!r} in Redis (never launched, or expired)") from None
+    raise typer.Exit(_run(generation, out, quiet))
+
+
+def _ledger(generation_id: str, broker: str | None) -> Ledger:
+    ledger = Ledger(connect(_deployment_url(broker)), generation_id)
+    if not ledger.exists():
+        raise _fail(f"no generation {generation_id!r} in Redis (never launched, or expired)")
+    return ledger
+
+
+@app.command()
+def status(
+    generation_id: Annotated[str, typer.Argument(metavar="GEN")],
+    broker: BrokerOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Counts per status, in flight, queued per priority, elapsed time and ETA."""
+    report = status_report(_ledger(generation_id, broker))
+    if as_json:
+        console.print_json(json.dumps(report))
+        return
+    table = Table(title=f"generation {generation_id}: {report['status']}")
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    for key, value in report.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.1f}"
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+def status_report(ledger: Ledger) -> dict[str, Any]:
+    """A generation's progress from its state hash."""
+    state = ledger.state()
+    total = int(state.get("total", 0))
+    recorded = int(state.get("recorded", 0))
+    submitted = int(state.get("submitted", 0))
+    created = float(state.get("created_at", time.time()))
+    end = float(state.get("finished_at") or time.time())
+    elapsed = end - created
+    rate = recorded / elapsed if elapsed > 0 else 0.0
+    eta = (total - recorded) / rate if rate > 0 and recorded < total else None
+    return {
+        "status": state.get("status", "unknown"),
+        "total": total,
+        "submitted": submitted,
+        "recorded": recorded,
+        "in_flight": max(0, submitted - recorded),
+        "counts": {s.value: int(state.get(f"n_{s.value}", 0)) for s in Status},
+        "queued_or_running": {
+            p: max(0, int(state.get(f"s_{p}", 0)) - int(state.get(f"r_{p}", 0))) for p in PRIORITIES
+        },
+        "elapsed_s": elapsed,
+        "eta_s": eta,
+    }
+
+
+@app.command()
+def results(
+    generation_id: Annotated[str, typer.Argument(metavar="GEN")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results file: .jsonl, .parquet, .csv.")],
+    fmt: FormatOption = None,
+    broker: BrokerOption = None,
+) -> None:
+    """Write every recorded result of a generation, in the order they were recorded."""
+    _check_output(out, fmt)
+    ledger = _ledger(generation_id, broker)
+    sink = open_sink(out, list(ledger.header().objectives), fmt)
+    count = 0
+    try:
+        for batch in iter_stream(ledger):
+            sink.write(batch)
+            count += len(batch)
+    finally:
+        sink.close()
+    summary = ledger.summary()
+    if summary is not None:
+        write_summary(summary_path(out), summary)
+    err.print(f"{count} results written to {out}")
+
+
+def iter_stream(ledger: Ledger, batch: int = 1000) -> Any:
+    """The generation's results in recording order, a batch at a time."""
+    last = "-"
+    while True:
+        entries = ledger.client.xrange(ledger.keys.stream, min=last, count=batch)
+        if last != "-":
+            entries = entries[1:]
+        if not entries:
+            return
+        last = entries[-1][0].decode()
+        yield [EvaluationResult.model_validate_json(fields[b"r"]) for _, fields in entries]
+
+
+@app.command()
+def cancel(
+    generation_id: Annotated[str, typer.Argument(metavar="GEN")],
+    broker: BrokerOption = None,
+) -> None:
+    """Stop a generation: queued candidates are skipped, those without a result become cancelled."""
+    ledger = _ledger(generation_id, broker)
+    ended = ledger.close("cancelled")
+    if ended != "cancelled":
+        err.print(f"generation {generation_id} had already ended: {ended}")
+        raise typer.Exit(EXIT_COMPLETE)
+    count = ledger.record_missing(Status.cancelled, "generation cancelled")
+    summary = summarize(ledger.iter_results(), ledger.header().objectives, ledger.state())
+    summary["status"] = "cancelled"
+    ledger.write_summary(summary, LaunchSettings().retention_s)
+    err.print(f"generation {generation_id} cancelled: {count} candidates recorded as cancelled")
+
+
+from orchestration.worker_cli import register as _register_worker_commands  # noqa: E402
+
+_register_worker_commands(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SpecError as exc:  # pragma: no cover - load_spec errors are caught above
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(EXIT_INVALID)
+
+
+__all__ = ["app", "launcher_app", "main"]

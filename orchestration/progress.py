@@ -1,0 +1,110 @@
+"""What a person sees: a live progress bar with counts per status, and the summary tables."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from workers.contract import EvaluationResult, Status
+
+STATUS_STYLE = {
+    "ok": "green",
+    "error": "red",
+    "timeout": "yellow",
+    "crashed": "magenta",
+    "cancelled": "dim",
+}
+
+
+def _counts_text(counts: Mapping[str, int]) -> str:
+    return "  ".join(
+        f"[{STATUS_STYLE[s.value]}]{s.value} {counts.get(s.value, 0)}[/]" for s in Status
+    )
+
+
+class ProgressDisplay:
+    """A rich progress bar fed by ``on_batch``."""
+
+    def __init__(self, total: int, console: Console | None = None, label: str = "evaluating") -> None:
+        self.console = console or Console(stderr=True)
+        self.counts: Counter[str] = Counter()
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task = self.progress.add_task(label, total=total, counts=_counts_text(self.counts))
+
+    def __enter__(self) -> ProgressDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def on_batch(self, batch: Sequence[EvaluationResult]) -> None:
+        for result in batch:
+            self.counts[result.status.value] += 1
+        self.progress.update(self.task, advance=len(batch), counts=_counts_text(self.counts))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def print_summary(summary: Mapping[str, Any], console: Console | None = None) -> None:
+    """The summary as tables: counts, best per objective, Pareto front, workers."""
+    console = console or Console()
+    counts = Table(title=f"generation {summary.get('generation_id')}: {summary.get('status')}")
+    for status in Status:
+        counts.add_column(status.value, justify="right", style=STATUS_STYLE[status.value])
+    counts.add_column("wall s", justify="right")
+    counts.add_column("per s", justify="right")
+    counts.add_row(
+        *[str(summary["counts"].get(s.value, 0)) for s in Status],
+        _fmt(summary.get("wall_seconds")),
+        _fmt(summary.get("throughput_per_s")),
+    )
+    console.print(counts)
+
+    best = Table(title="best per objective")
+    best.add_column("objective")
+    best.add_column("candidate")
+    best.add_column("scores")
+    for name, entry in summary.get("best", {}).items():
+        if entry:
+            scores = ", ".join(f"{k}={_fmt(v)}" for k, v in entry["scores"].items())
+            best.add_row(name, entry["candidate_id"], scores)
+    console.print(best)
+
+    front = summary.get("pareto_front", [])
+    table = Table(title=f"Pareto front ({len(front)} candidates)")
+    table.add_column("candidate")
+    names = list(front[0]["scores"]) if front else []
+    for name in names:
+        table.add_column(name, justify="right")
+    for entry in front[:20]:
+        table.add_row(entry["candidate_id"], *[_fmt(entry["scores"].get(n)) for n in names])
+    if len(front) > 20:
+        table.add_row(f"... {len(front) - 20} more", *["" for _ in names])
+    console.print(table)
+
+    failed = summary.get("failed") or {}
+    for status, ids in failed.items():
+        if ids:
+            shown = ", ".join(ids[:10]) + (f" ... ({len(ids)})" if len(ids) > 10 else "")
+            console.print(f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]: {shown}")

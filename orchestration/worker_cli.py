@@ -1,0 +1,154 @@
+"""``evofleet worker`` (start a GPU node's celery worker) and ``evofleet workers`` (list them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestration.local_cluster import worker_command
+from orchestration.settings import LaunchSettings
+from workers.contract import PRIORITIES
+from workers.devices import GPUS_ENV, parse_gpu_list
+from workers.keys import WORKER_SLOTS
+from workers.redis_client import connect
+
+console = Console()
+
+
+def detect_gpu_count() -> int:
+    """GPUs on this node, counted without initialising CUDA in this process."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=20, check=True,
+            ).stdout
+            return len([line for line in out.splitlines() if line.strip()])
+        except (subprocess.SubprocessError, OSError):
+            return 0
+    return 0
+
+
+def resolve_gpus(spec: str) -> list[str]:
+    """``auto`` (every GPU found), ``N`` (the first N) or ``0,2,3`` (those) -> GPU ids."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return [str(i) for i in range(detect_gpu_count())]
+    if spec.isdigit() and "," not in spec:
+        return [str(i) for i in range(int(spec))]
+    return parse_gpu_list(spec)
+
+
+def parse_queues(value: str) -> list[str]:
+    queues = [q.strip() for q in value.split(",") if q.strip()]
+    unknown = [q for q in queues if q not in PRIORITIES]
+    if unknown or not queues:
+        raise typer.BadParameter(f"queues must be among {', '.join(PRIORITIES)}; got {value!r}")
+    # Kombu's priority strategy drains the -Q list in its order: always highest first.
+    return sorted(set(queues), key=PRIORITIES.index)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the worker commands to the CLI."""
+
+    @app.command()
+    def worker(
+        gpus: Annotated[
+            str, typer.Option(help="auto (all found), N (the first N) or a list like 0,2,3.")
+        ] = "auto",
+        queues: Annotated[
+            str, typer.Option(help="Queues to consume, drained highest priority first.")
+        ] = ",".join(PRIORITIES),
+        concurrency: Annotated[
+            int | None, typer.Option(help="Pool children without GPUs (default: CPU cores).")
+        ] = None,
+        max_tasks_per_child: Annotated[
+            int | None, typer.Option(help="Recycle a pool child after K tasks.")
+        ] = None,
+        max_memory_per_child: Annotated[
+            int | None, typer.Option(help="Recycle a pool child past this many MB resident.")
+        ] = None,
+        hostname: Annotated[str | None, typer.Option(help="Worker node name.")] = None,
+        loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+        broker: Annotated[str | None, typer.Option(help="Redis URL; default $EVOFLEET_BROKER_URL.")] = None,
+        dry_run: Annotated[bool, typer.Option(help="Print the celery command and exit.")] = False,
+    ) -> None:
+        """Start this node's celery worker: one pool child per GPU (CPU: one per core)."""
+        try:
+            gpu_ids = resolve_gpus(gpus)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--gpus") from None
+        children = len(gpu_ids) or concurrency or os.cpu_count() or 1
+        extra: list[str] = []
+        if max_tasks_per_child:
+            extra += ["--max-tasks-per-child", str(max_tasks_per_child)]
+        if max_memory_per_child:
+            extra += ["--max-memory-per-child", str(max_memory_per_child * 1024)]
+        command = worker_command(
+            concurrency=children, queues=parse_queues(queues), hostname=hostname,
+            loglevel=loglevel, extra=extra,
+        )
+        env = {**os.environ, GPUS_ENV: ",".join(gpu_ids)}
+        if broker:
+            env["EVOFLEET_BROKER_URL"] = broker
+        if dry_run:
+            console.print(f"{GPUS_ENV}={env[GPUS_ENV]} " + " ".join(command))
+            return
+        os.execvpe(command[0], command, env)
+
+    @app.command()
+    def workers(
+        broker: Annotated[str | None, typer.Option(help="Redis URL; default $EVOFLEET_BROKER_URL.")] = None,
+        timeout: Annotated[float, typer.Option(help="Seconds to wait for replies.")] = 2.0,
+    ) -> None:
+        """List live workers: hostname, GPUs, pool children, tasks done, what each child runs."""
+        url = broker or LaunchSettings().broker_url
+        if not url:
+            raise typer.BadParameter("pass --broker or set EVOFLEET_BROKER_URL")
+        rows = list_workers(url, timeout)
+        table = Table(title=f"{len(rows)} live worker(s)")
+        for column in ("hostname", "gpus", "children", "tasks done", "running"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["hostname"], ",".join(row["gpus"]) or "cpu", str(row["children"]),
+                str(row["tasks_done"]), "\n".join(row["running"]) or "-",
+            )
+        console.print(table)
+
+
+def list_workers(url: str, timeout_s: float = 2.0) -> list[dict[str, Any]]:
+    """Live workers from Celery's inspect, with GPUs from their Redis presence record."""
+    from orchestration.api import launcher_app
+
+    app = launcher_app(url)
+    inspect = app.control.inspect(timeout=timeout_s)
+    stats = inspect.stats() or {}
+    active = inspect.active() or {}
+    client = connect(url)
+    rows = []
+    for hostname, info in sorted(stats.items()):
+        presence_raw = client.get(WORKER_SLOTS.format(hostname=hostname))
+        presence = json.loads(presence_raw) if presence_raw else {}
+        running = []
+        for task in active.get(hostname, []):
+            args = task.get("args") or []
+            ids = [c.get("id") for c in args[1]] if len(args) > 1 else []
+            running.append(f"pid {task.get('worker_pid')}: {args[0] if args else '?'} {','.join(ids)}")
+        rows.append(
+            {
+                "hostname": hostname,
+                "gpus": presence.get("gpus", []),
+                "children": len(info.get("pool", {}).get("processes", [])),
+                "tasks_done": sum(info.get("total", {}).values()),
+                "running": running,
+            }
+        )
+    return rows
