@@ -1,0 +1,108 @@
+"""Sinks' pure parts and files: format choice, flat rows, JSONL, CSV, Parquet row groups."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from orchestration.sinks import flat_row, format_for, open_sink, score_column, summary_path
+from workers.contract import ErrorInfo, EvaluationResult, Status
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def results(n: int) -> list[EvaluationResult]:
+    out = []
+    for i in range(n):
+        failed = i % 5 == 4
+        out.append(
+            EvaluationResult(
+                generation_id="g", candidate_id=f"c{i}",
+                status=Status.crashed if failed else Status.ok,
+                scores={} if failed else {"f1": i / 10, "status": 1.0},
+                error=ErrorInfo(type="WorkerLostError", exitcode=-9, signal="SIGKILL")
+                if failed else None,
+                attempts=2 if failed else 1, worker="w@h", device="cpu",
+                submitted_at=T0, started_at=T0 + timedelta(seconds=1),
+                finished_at=T0 + timedelta(seconds=1.5),
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize(
+    ("path", "explicit", "expected"),
+    [("r.jsonl", None, "jsonl"), ("r.json", None, "jsonl"), ("R.PARQUET", None, "parquet"),
+     ("r.csv", None, "csv"), ("r.txt", "csv", "csv"), ("r", "Parquet", "parquet")],
+)
+def test_format_for(path: str, explicit: str | None, expected: str) -> None:
+    assert format_for(path, explicit) == expected
+
+
+def test_format_for_refuses_unknown() -> None:
+    with pytest.raises(ValueError, match="--format"):
+        format_for("results.txt")
+    with pytest.raises(ValueError):
+        format_for("results.csv", "xlsx")
+
+
+def test_flat_row_has_fixed_columns_then_objectives() -> None:
+    ok, crashed = results(5)[0], results(5)[4]
+    row = flat_row(ok, ["f1", "status"])
+    # An objective named like a fixed column gets a prefixed column of its own.
+    assert score_column("status") == "score.status" and score_column("f1") == "f1"
+    assert row["status"] == "ok" and row["score.status"] == 1.0 and row["f1"] == 0.0
+    assert row["eval_seconds"] == 0.5 and row["error_type"] is None
+    bad = flat_row(crashed, ["f1"])
+    assert (bad["error_type"], bad["exitcode"], bad["signal"]) == ("WorkerLostError", -9, "SIGKILL")
+    assert bad["f1"] is None and bad["attempts"] == 2
+
+
+def test_parquet_has_a_row_group_per_batch_and_objective_columns(tmp_path: Path) -> None:
+    path = tmp_path / "r.parquet"
+    sink = open_sink(path, ["f1"])
+    data = results(10)
+    for start in range(0, 10, 3):
+        sink.write(data[start : start + 3])
+    sink.write([])  # an empty batch writes no row group
+    sink.close()
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups == 4 and meta.num_rows == 10
+    table = pq.read_table(path)
+    assert table.schema.field("f1").type == "double"
+    assert table.column("candidate_id").to_pylist() == [f"c{i}" for i in range(10)]
+    assert table.column("f1").to_pylist()[:2] == [0.0, 0.1]
+    assert table.column("f1").to_pylist()[4] is None
+    assert table.column("status").to_pylist()[4] == "crashed"
+
+
+def test_csv_and_jsonl_are_flushed_per_batch(tmp_path: Path) -> None:
+    data = results(6)
+    csv_sink = open_sink(tmp_path / "sub" / "r.csv", ["f1"])
+    jsonl_sink = open_sink(tmp_path / "r.jsonl", ["f1"])
+    csv_sink.write(data[:3])
+    jsonl_sink.write(data[:3])
+    # Readable before close: each batch is flushed.
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 3
+    assert len((tmp_path / "sub" / "r.csv").read_text().splitlines()) == 4
+    csv_sink.write(data[3:])
+    jsonl_sink.write(data[3:])
+    csv_sink.close()
+    jsonl_sink.close()
+    with (tmp_path / "sub" / "r.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["candidate_id"] for r in rows] == [f"c{i}" for i in range(6)]
+    assert rows[1]["f1"] == "0.1" and rows[4]["status"] == "crashed"
+    assert rows[0]["started_at"] == (T0 + timedelta(seconds=1)).isoformat()
+    lines = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [x["candidate_id"] for x in lines] == [f"c{i}" for i in range(6)]
+    assert lines[4]["error"]["signal"] == "SIGKILL"
+
+
+def test_summary_path_sits_beside_results() -> None:
+    assert summary_path("out/results.parquet") == Path("out/results.summary.json")
