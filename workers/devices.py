@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,16 @@ def gpu_for_child(index: int, gpu_ids: Sequence[str]) -> str | None:
     if index < 0:
         raise ValueError(f"pool child index must be >= 0, got {index}")
     return gpu_ids[index % len(gpu_ids)]
+
+
+@worker_init.connect
+def preload_torch(**_: Any) -> None:
+    """Import torch once in the worker's main process, before the pool forks.
+
+    Importing it takes seconds; done in a pool child, it would run inside the first task's hard
+    time limit (and again in every replaced child). Importing does not initialise CUDA.
+    """
+    import torch  # noqa: F401
 
 
 @worker_process_init.connect
