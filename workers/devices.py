@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from billiard.pool import EX_RECYCLE
 from celery.signals import worker_init, worker_process_init
 
 logger = logging.getLogger(__name__)
@@ -21,6 +22,14 @@ GPUS_ENV = "EVOFLEET_GPUS"
 THREADS_ENV = "EVOFLEET_TORCH_THREADS"
 
 _device: Any = None
+_context_broken = False
+
+# Messages of CUDA errors after which the context is unusable (torch raises RuntimeError, or
+# torch.AcceleratorError in recent versions).
+_BROKEN_CONTEXT_MARKERS = (
+    "CUDA error", "illegal memory access", "device-side assert", "unspecified launch failure",
+    "CUBLAS_STATUS_EXECUTION_FAILED", "CUDNN_STATUS_EXECUTION_FAILED", "misaligned address",
+)
 
 
 def parse_gpu_list(value: str | None) -> list[str]:
@@ -60,12 +69,15 @@ def claim_gpu(**_: Any) -> None:
     """In a fresh pool child: pin it to its GPU before anything initialises CUDA."""
     from billiard.process import current_process
 
-    gpus = parse_gpu_list(os.environ.get(GPUS_ENV))
+    configured = os.environ.get(GPUS_ENV)
     index = getattr(current_process(), "index", 0) or 0
-    gpu = gpu_for_child(index, gpus)
+    gpu = gpu_for_child(index, parse_gpu_list(configured))
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
         logger.info("pool child %d claims GPU %s", index, gpu)
+    elif configured is not None:
+        # `evofleet worker --gpus 0` on a GPU machine: a CPU worker must not grab GPU 0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def current_device() -> Any:
@@ -82,15 +94,57 @@ def current_device() -> Any:
     return _device
 
 
-def release_memory() -> None:
-    """Give cached GPU memory back after a candidate (no-op on the CPU)."""
-    if _device is not None and _device.type == "cuda":
-        import torch
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA out-of-memory error: the context survives it, the candidate fails."""
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc)
 
+
+def is_context_broken(exc: BaseException) -> bool:
+    """A CUDA error that leaves this process's context unusable (every later call fails too).
+
+    Sticky errors (illegal address, device-side assert, launch failure) and any other CUDA
+    error but out of memory count as broken: replacing a child costs seconds, keeping a
+    poisoned one turns every later candidate into an error.
+    """
+    if is_out_of_memory(exc):
+        return False
+    text = str(exc)
+    return type(exc).__name__ == "AcceleratorError" or any(
+        marker in text for marker in _BROKEN_CONTEXT_MARKERS
+    )
+
+
+def release_memory() -> None:
+    """Give cached GPU memory back after a candidate (no-op on the CPU).
+
+    Raises SystemExit (see ``after_failure``) when the CUDA context turns out to be broken.
+    """
+    if _device is None or _device.type != "cuda" or _context_broken:
+        return
+    import torch
+
+    try:
         torch.cuda.empty_cache()
+    except Exception as exc:
+        after_failure(exc)
+        logger.warning("could not release GPU memory: %s", exc)
 
 
 def after_failure(exc: BaseException) -> None:
-    """Log a CUDA failure; the result is already recorded as ``error``."""
-    if "CUDA" in str(exc) or type(exc).__name__ == "OutOfMemoryError":
-        logger.warning("CUDA failure in evaluator: %s", exc)
+    """Called in the pool child after an evaluator's exception was recorded as ``error``.
+
+    Out of memory: logged; the cache is released after the candidate as always. A broken CUDA
+    context: this child leaves at once with billiard's recycle exit code, so the pool replaces
+    it. The SystemExit leaves the task before Celery stores its result, so the task is counted
+    once, by the worker's main process (``failures.settle_lost_task``): candidates of the task
+    that already have a result are left alone, the rest are re-sent one by one to healthy
+    children.
+    """
+    global _context_broken
+    if is_out_of_memory(exc):
+        logger.warning("CUDA out of memory in evaluator: %s", exc)
+    elif is_context_broken(exc):
+        _context_broken = True
+        logger.error("CUDA context broken (%s); pool child %d exits to be replaced",
+                     exc, os.getpid())
+        raise SystemExit(EX_RECYCLE)

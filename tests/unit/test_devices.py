@@ -1,0 +1,104 @@
+"""GPU placement and CUDA failure classification, on the CPU with simulated device counts."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+from billiard.pool import EX_RECYCLE, Pool
+
+from workers import devices
+from workers.devices import gpu_for_child, is_context_broken, is_out_of_memory, parse_gpu_list
+
+
+class SimulatedPool:
+    """billiard's bookkeeping of live children, with its own ``_avail_index`` rule."""
+
+    def __init__(self, processes: int) -> None:
+        self._processes = processes
+        self._pool: list[SimpleNamespace] = []
+        self.next_pid = 100
+        while len(self._pool) < processes:
+            self.spawn()
+
+    def spawn(self) -> None:
+        # The real method: a replacement child gets the lowest index no live child holds.
+        index = Pool._avail_index(self)
+        self._pool.append(SimpleNamespace(index=index, pid=self.next_pid))
+        self.next_pid += 1
+
+    def recycle(self, victims: list[SimpleNamespace]) -> None:
+        for child in victims:
+            self._pool.remove(child)
+        while len(self._pool) < self._processes:
+            self.spawn()
+
+
+@pytest.mark.parametrize("gpu_ids", [["0"], ["0", "1"], ["0", "2", "3"], [str(i) for i in range(8)]])
+def test_live_children_cover_every_gpu_once_through_recycling(gpu_ids: list[str]) -> None:
+    rng = random.Random(len(gpu_ids))
+    pool = SimulatedPool(len(gpu_ids))
+    pids_seen = {child.pid for child in pool._pool}
+    for _ in range(200):
+        assigned = [gpu_for_child(child.index, gpu_ids) for child in pool._pool]
+        assert sorted(assigned, key=str) == sorted(gpu_ids, key=str), assigned
+        # Any subset dies or is recycled at once (max-tasks-per-child, OOM kill, broken context).
+        victims = rng.sample(pool._pool, rng.randint(1, len(pool._pool)))
+        pool.recycle(victims)
+        pids_seen |= {child.pid for child in pool._pool}
+    assert len(pids_seen) > 200  # children really were replaced
+
+
+def test_gpu_for_child_cpu_and_bad_index() -> None:
+    assert gpu_for_child(0, []) is None
+    assert gpu_for_child(5, []) is None
+    assert gpu_for_child(1, ["4", "7"]) == "7"
+    with pytest.raises(ValueError, match=">= 0"):
+        gpu_for_child(-1, ["0"])
+
+
+def test_parse_gpu_list() -> None:
+    assert parse_gpu_list("0, 2,3") == ["0", "2", "3"]
+    assert parse_gpu_list(None) == [] and parse_gpu_list("") == [] and parse_gpu_list("cpu") == []
+    with pytest.raises(ValueError, match="repeat"):
+        parse_gpu_list("1,1")
+    with pytest.raises(ValueError, match="non-negative"):
+        parse_gpu_list("0,x")
+
+
+class OutOfMemoryError(RuntimeError):
+    """Same name as torch.cuda.OutOfMemoryError, which is what the check keys on."""
+
+
+class AcceleratorError(RuntimeError):
+    """Same name as torch.AcceleratorError."""
+
+
+@pytest.mark.parametrize(
+    ("exc", "oom", "broken"),
+    [
+        (OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True, False),
+        (RuntimeError("CUDA error: out of memory"), True, False),
+        (RuntimeError("CUDA error: an illegal memory access was encountered"), False, True),
+        (RuntimeError("CUDA error: device-side assert triggered"), False, True),
+        (AcceleratorError("unspecified launch failure"), False, True),
+        (RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED when calling cublasSgemm"), False, True),
+        (ValueError("mlp: lr must be a number"), False, False),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False, False),
+    ],
+)
+def test_cuda_failure_classification(exc: BaseException, oom: bool, broken: bool) -> None:
+    assert is_out_of_memory(exc) is oom
+    assert is_context_broken(exc) is broken
+
+
+def test_after_failure_exits_only_for_a_broken_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "_context_broken", False)
+    devices.after_failure(OutOfMemoryError("CUDA out of memory"))
+    devices.after_failure(ValueError("bad params"))
+    assert devices._context_broken is False
+    with pytest.raises(SystemExit) as exited:
+        devices.after_failure(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert exited.value.code == EX_RECYCLE  # billiard replaces the child without logging an error
+    assert devices._context_broken is True
