@@ -5,26 +5,37 @@ candidate count up front (an upper bound on the number of header tasks), header 
 published as room frees up (``max_in_flight``), and just before the last chunk is published the
 chord's size is lowered to the real number of chunks. Until the last chunk is out, fewer parts
 than that can have returned, so the body cannot fire early; the last part to return fires it.
+
+Header tasks are ordinary Celery messages (what ``send_task`` would publish, minus the optional
+``task-sent`` event), built here and LPUSHed many at a time through one Redis pipeline, together
+with the state counters and the chord trim, in one MULTI when broker and backend are one Redis.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import math
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery import Celery
 
-from workers.contract import Candidate, GenerationSpec, Priority
+from workers.contract import Candidate, EvaluationResult, GenerationSpec, Priority
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK
 from workers.ledger import Ledger
+from workers.redis_client import connect
 
 PRIORITY_ORDER = {p: i for i, p in enumerate(Priority)}
 AUTO_TARGET_S = 0.2  # seconds of evaluation one message should carry under chunk_size=auto
 AUTO_MAX_CHUNK = 512
 AUTO_PROBE = 4  # results to see before auto sizing leaves chunks of one
+PIPELINE_MESSAGES = 500  # messages per Redis round trip
 
 
 def group_id_for(generation_id: str) -> str:
@@ -65,6 +76,48 @@ class AutoChunk:
         return max(1, min(wanted, AUTO_MAX_CHUNK, max(1, remaining // 8)))
 
 
+class TaskMessages:
+    """Builds the Redis payload of an ordinary Celery (protocol 2) task message, as kombu would.
+
+    The worker cannot tell it from one ``send_task`` published: same headers, properties and
+    base64 JSON body, pushed onto the list kombu's Redis transport reads for the queue.
+    """
+
+    def __init__(self, app: Celery, body: dict[str, Any], group_id: str) -> None:
+        self.chord = dict(body)
+        self.group_id = group_id
+        self.origin = f"{os.getpid()}@{socket.gethostname()}"
+        self.reply_to = str(app.thread_oid)
+        options = app.conf.broker_transport_options or {}
+        self.key_prefix = str(options.get("global_keyprefix", ""))
+
+    def queue_key(self, queue: str) -> str:
+        """The list kombu's Redis transport uses for ``queue`` at priority 0."""
+        return f"{self.key_prefix}{queue}"
+
+    def build(self, args: list[Any], queue: str, group_index: int, time_limit: float) -> str:
+        task_id = str(uuid.uuid4())
+        callbacks = {"callbacks": None, "errbacks": None, "chain": None, "chord": self.chord}
+        body = json.dumps([args, {}, callbacks]).encode()
+        headers: dict[str, Any] = {
+            "lang": "py", "task": EVALUATE_TASK, "id": task_id, "shadow": None, "eta": None,
+            "expires": None, "group": self.group_id, "group_index": group_index, "retries": 0,
+            "timelimit": [time_limit, None], "root_id": task_id, "parent_id": None,
+            "argsrepr": f"({args[0]!r}, <{len(args[1])} candidates>, {args[2]!r})",
+            "kwargsrepr": "{}", "origin": self.origin, "ignore_result": None,
+            "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
+        }
+        properties = {
+            "correlation_id": task_id, "reply_to": self.reply_to, "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
+            "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
+        }
+        return json.dumps({
+            "body": base64.b64encode(body).decode(), "content-encoding": "utf-8",
+            "content-type": "application/json", "headers": headers, "properties": properties,
+        })
+
+
 class Submitter:
     """Publishes the generation's remaining chunks while fewer than ``max_in_flight`` are out."""
 
@@ -80,9 +133,19 @@ class Submitter:
         self.total = int(state["total"])
         self.submitted = int(state.get("submitted", 0))
         self.chunks = int(state.get("chunks", 0))
-        self.body = app.signature(FINALIZE_TASK, args=(self.generation_id,), queue="critical")
+        body = app.signature(FINALIZE_TASK, args=(self.generation_id,), queue="critical")
         self.group_id = group_id_for(self.generation_id)
+        self.messages = TaskMessages(app, body, self.group_id)
+        self.broker = self._broker_client()
         self._buffer: list[Candidate] = []
+        self._probe_ids: list[str] = []
+        self._probing = self.chunk_size == "auto"
+
+    def _broker_client(self) -> redis.Redis:
+        """The ledger's client when broker and backend are one Redis, else the broker's own."""
+        broker_url = str(self.app.conf.broker_url)
+        backend_url = str(self.app.conf.result_backend or broker_url)
+        return self.ledger.client if broker_url == backend_url else connect(broker_url)
 
     @property
     def done(self) -> bool:
@@ -90,27 +153,54 @@ class Submitter:
 
     def submit_more(self, recorded: int) -> int:
         """Publish chunks until the in-flight cap or the end; return candidates published."""
-        published = 0
         if self.done or not self.ledger.is_open():
             return 0
-        with self.app.producer_or_acquire() as producer:
-            while not self.done:
-                room = self.max_in_flight - (self.submitted - recorded)
-                if room <= 0:
-                    break
-                chunk = self._next_chunk(min(room, self._chunk_limit()))
-                self._publish(chunk, producer)
-                published += len(chunk)
+        published = 0
+        while not self.done:
+            room = self.max_in_flight - (self.submitted - recorded)
+            probe_room = self._probe_room()
+            if probe_room is not None:
+                room = min(room, probe_room)
+            chunks: list[list[Candidate]] = []
+            queued = self.submitted
+            while room > 0 and queued < self.total and len(chunks) < PIPELINE_MESSAGES:
+                chunk = self._next_chunk(min(room, self._chunk_limit(queued)), queued)
+                chunks.append(chunk)
+                room -= len(chunk)
+                queued += len(chunk)
+            if not chunks:
+                break
+            self._publish(chunks)
+            published += queued - self.submitted
+            self.submitted = queued
+            self.chunks += len(chunks)
+            if self._probing:
+                self._probe_ids.extend(c.id for chunk in chunks for c in chunk)
         return published
 
-    def _chunk_limit(self) -> int:
+    def _probe_room(self) -> int | None:
+        """While auto sizing probes, only AUTO_PROBE candidates go out; None once it is done."""
+        if not self._probing:
+            return None
+        if len(self._probe_ids) < AUTO_PROBE:
+            return AUTO_PROBE - len(self._probe_ids)
+        raw = self.ledger.client.hmget(self.ledger.keys.results, self._probe_ids)
+        if any(item is None for item in raw):
+            return 0
+        for item in raw:
+            if item is not None:
+                self.auto.observe(EvaluationResult.model_validate_json(item).eval_seconds)
+        self._probing = False
+        return None
+
+    def _chunk_limit(self, queued: int) -> int:
         if self.chunk_size == "auto":
-            return self.auto.size(self.total - self.submitted)
+            return self.auto.size(self.total - queued)
         return int(self.chunk_size)
 
-    def _next_chunk(self, limit: int) -> list[Candidate]:
-        """The next candidates, all of one priority, at most ``limit``."""
-        start = self.submitted + len(self._buffer)
+    def _next_chunk(self, limit: int, queued: int) -> list[Candidate]:
+        """The candidates after the first ``queued``: all of one priority, at most ``limit``."""
+        start = queued + len(self._buffer)
         if len(self._buffer) < limit and start < self.total:
             stop = min(self.total, start + max(limit, 1000)) - 1
             self._buffer.extend(self.ledger.candidates(start, stop))
@@ -121,32 +211,46 @@ class Submitter:
         chunk, self._buffer = self._buffer[:size], self._buffer[size:]
         return chunk
 
-    def _publish(self, chunk: list[Candidate], producer: Any) -> None:
-        index = self.chunks
-        last = self.submitted + len(chunk) >= self.total
+    def _publish(self, chunks: list[list[Candidate]]) -> None:
+        """LPUSH the chunks' messages, trim the chord before its last part, count, in one go."""
+        keys = self.ledger.keys
+        same_redis = self.broker is self.ledger.client
+        last = self.submitted + sum(len(c) for c in chunks) >= self.total
+        state = self.ledger.client.pipeline(transaction=True)
         if last:
-            # Lower the chord's size from the candidate count to the real chunk count.
-            surplus = self.total - (self.chunks + 1)
-            if surplus and self.ledger.client.hsetnx(self.ledger.keys.state, "chord_trimmed", 1):
-                key = self.app.backend.get_key_for_group(self.group_id, ".t")
-                self.ledger.client.decrby(key, surplus)
-        self.app.send_task(
-            EVALUATE_TASK,
-            args=(self.generation_id, [c.model_dump(mode="json") for c in chunk], time.time()),
-            task_id=str(uuid.uuid4()),
-            queue=chunk[0].priority.value,
-            group_id=self.group_id,
-            group_index=index,
-            chord=self.body,
-            time_limit=self.time_limit * len(chunk),
-            producer=producer,
-        )
-        self.chunks += 1
-        self.submitted += len(chunk)
-        with self.ledger.client.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self.ledger.keys.state,
-                mapping={"submitted": self.submitted, "chunks": self.chunks},
-            )
-            pipe.hincrby(self.ledger.keys.state, f"s_{chunk[0].priority.value}", len(chunk))
+            # Lower the chord's size from the candidate count to the real chunk count, before
+            # the last part can return (same MULTI, or a step ahead when Redis is split).
+            surplus = self.total - (self.chunks + len(chunks))
+            if surplus:
+                chord_key = self.app.backend.get_key_for_group(self.group_id, ".t")
+                state.eval(_TRIM_SCRIPT, 2, keys.state, chord_key, surplus)
+                if not same_redis:
+                    state.execute()
+        pipe = state if same_redis else self.broker.pipeline(transaction=False)
+        per_priority: dict[str, int] = {}
+        now = time.time()
+        index = self.chunks
+        for chunk in chunks:
+            priority = chunk[0].priority.value
+            args = [self.generation_id, [c.model_dump(mode="json") for c in chunk], now]
+            time_limit = self.time_limit * len(chunk)
+            pipe.lpush(self.messages.queue_key(priority),
+                       self.messages.build(args, priority, index, time_limit))
+            per_priority[priority] = per_priority.get(priority, 0) + len(chunk)
+            index += 1
+        if not same_redis:
             pipe.execute()
+        submitted = self.submitted + sum(per_priority.values())
+        state.hset(keys.state, mapping={"submitted": submitted, "chunks": index})
+        for priority, count in per_priority.items():
+            state.hincrby(keys.state, f"s_{priority}", count)
+        state.execute()
+
+
+# Trims the chord once, even if the launcher re-attaches and publishes the last chunk again.
+_TRIM_SCRIPT = """
+if redis.call('HSETNX', KEYS[1], 'chord_trimmed', 1) == 1 then
+  redis.call('DECRBY', KEYS[2], ARGV[1])
+end
+return 0
+"""

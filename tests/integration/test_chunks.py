@@ -1,0 +1,152 @@
+"""Chunked tasks on a real worker: one result and one ledger entry per candidate, any chunk."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import redis
+
+from orchestration.local_cluster import LocalRedis, LocalWorker
+from tests.conftest import make_spec, run_spec
+from workers.keys import EVALUATE_TASK, FINALIZE_TASK
+from workers.ledger import Ledger
+
+
+def zdt_candidates(n: int) -> list[dict[str, object]]:
+    return [{"id": f"c{i}", "params": {"x": [i / n, 0.25, 0.5]}} for i in range(n)]
+
+
+def test_chunks_of_eight_record_every_candidate_once_through_the_batch_path(
+    redis_url: str, session_worker: LocalWorker, redis_client: redis.Redis
+) -> None:
+    spec = make_spec(zdt_candidates(20), chunk_size=8)
+    generation = run_spec(spec, redis_url)
+
+    assert generation.wait(0) == "complete"
+    ledger = Ledger(redis_client, spec.id)
+    state = ledger.state()
+    assert state["chunks"] == "3" and state["submitted"] == "20" and state["recorded"] == "20"
+    assert redis_client.hlen(ledger.keys.results) == 20
+    assert redis_client.xlen(ledger.keys.stream) == 20
+    results = {r.candidate_id: r for r in ledger.iter_results()}
+    assert sorted(results) == sorted(f"c{i}" for i in range(20))
+    assert {r.status.value for r in results.values()} == {"ok"}
+    for i in range(20):
+        f1 = results[f"c{i}"].scores["f1"]
+        assert abs(f1 - i / 20) < 1e-12
+    # evaluate_batch scored each chunk in one call: one start time per chunk (8 + 8 + 4).
+    starts = sorted(
+        (r.started_at for r in results.values() if r.started_at is not None), key=str
+    )
+    assert len(starts) == 20 and len(set(starts)) == 3
+    summary = ledger.summary()
+    assert summary is not None and summary["counts"]["ok"] == 20
+
+
+def test_a_failing_candidate_in_a_chunk_gets_an_error_for_itself_only(
+    redis_url: str, session_worker: LocalWorker, redis_client: redis.Redis
+) -> None:
+    candidates = zdt_candidates(6)
+    candidates[3] = {"id": "c3", "params": {"x": [2.0, 0.5]}}  # outside [0, 1]: raises
+    spec = make_spec(candidates, chunk_size=6)
+    generation = run_spec(spec, redis_url)
+
+    assert generation.wait(0) == "complete"
+    results = {r.candidate_id: r for r in Ledger(redis_client, spec.id).iter_results()}
+    assert len(results) == 6
+    assert results["c3"].status.value == "error"
+    assert results["c3"].error is not None and results["c3"].error.type == "ValueError"
+    assert "outside" in results["c3"].error.message
+    assert {results[c].status.value for c in results if c != "c3"} == {"ok"}
+
+
+def test_each_candidate_of_a_chunk_has_its_own_soft_time_limit(
+    redis_url: str, session_worker: LocalWorker, redis_client: redis.Redis
+) -> None:
+    seconds = [0.05, 3.0, 0.05, 0.05]
+    candidates = [{"id": f"s{i}", "params": {"seconds": s}} for i, s in enumerate(seconds)]
+    spec = make_spec(
+        candidates, evaluator="sleep", objectives={"t": "min"}, chunk_size=4,
+        soft_time_limit=0.5, time_limit=10,
+    )
+    generation = run_spec(spec, redis_url)
+
+    assert generation.wait(0) == "complete"
+    ledger = Ledger(redis_client, spec.id)
+    assert ledger.state()["chunks"] == "1"
+    results = {r.candidate_id: r for r in ledger.iter_results()}
+    assert results["s1"].status.value == "timeout"
+    assert results["s1"].error is not None
+    assert results["s1"].error.type == "SoftTimeLimitExceeded"
+    assert results["s1"].eval_seconds is not None and results["s1"].eval_seconds < 2.0
+    # The candidates after the slow one in the same chunk still ran, each to completion.
+    for cid in ("s0", "s2", "s3"):
+        assert results[cid].status.value == "ok" and results[cid].scores == {"t": 0.05}
+
+
+def test_auto_chunks_grow_after_probing_and_keep_one_result_each(
+    redis_url: str, session_worker: LocalWorker, redis_client: redis.Redis
+) -> None:
+    total = 600
+    candidates = [
+        {"id": f"n{i}", "priority": "high" if i % 3 == 0 else "normal"} for i in range(total)
+    ]
+    spec = make_spec(candidates, evaluator="noop", objectives={"f": "min"}, chunk_size="auto",
+                     batch_size=50)
+    generation = run_spec(spec, redis_url)
+
+    assert generation.wait(0) == "complete"
+    ledger = Ledger(redis_client, spec.id)
+    state = ledger.state()
+    assert int(state["recorded"]) == total and int(state["n_ok"]) == total
+    assert int(state["s_high"]) == 200 and int(state["s_normal"]) == 400
+    assert int(state["chunks"]) < total // 4  # most candidates travelled in chunks
+    assert redis_client.hlen(ledger.keys.results) == total
+    ids = {r.candidate_id for r in ledger.iter_results()}
+    assert ids == {f"n{i}" for i in range(total)}
+
+
+def test_a_finished_generation_expires_within_the_retention(
+    redis_url: str, session_worker: LocalWorker, redis_client: redis.Redis
+) -> None:
+    spec = make_spec(zdt_candidates(4), chunk_size=2)
+    run_spec(spec, redis_url)
+
+    ledger = Ledger(redis_client, spec.id)
+    retention = session_worker_retention()
+    present = [key for key in ledger.keys.all() if redis_client.exists(key)]
+    assert ledger.keys.results in present and ledger.keys.summary in present
+    for key in present:
+        ttl = redis_client.ttl(key)
+        assert 0 < ttl <= retention, (key, ttl)
+
+
+def session_worker_retention() -> int:
+    from workers.settings import WorkerSettings
+
+    return WorkerSettings().retention_s
+
+
+def test_a_pipelined_message_is_what_send_task_publishes(private_redis: LocalRedis) -> None:
+    from orchestration.api import launcher_app
+    from orchestration.submit import TaskMessages
+
+    app = launcher_app(private_redis.url)
+    client = redis.Redis.from_url(private_redis.url)
+    body = app.signature(FINALIZE_TASK, args=("g",), queue="critical")
+    args = ["g", [{"id": "c1", "params": {"x": [0.5]}, "priority": "low", "metadata": None}], 1.5]
+    app.send_task(EVALUATE_TASK, args=args, task_id="t1", queue="low", group_id="grp",
+                  group_index=3, chord=body, time_limit=30.0)
+    ours = TaskMessages(app, body, "grp")
+    client.lpush(ours.queue_key("low"), ours.build(args, "low", 3, 30.0))
+    built, sent = (json.loads(client.rpop("low") or b"") for _ in range(2))
+    client.close()
+
+    for message in (built, sent):
+        message["body"] = json.loads(base64.b64decode(message["body"]))
+        for volatile in ("id", "root_id", "origin", "argsrepr"):
+            message["headers"].pop(volatile)
+        for volatile in ("correlation_id", "delivery_tag", "reply_to"):
+            message["properties"].pop(volatile)
+    assert built == sent
