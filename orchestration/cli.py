@@ -322,3 +322,7 @@ def main() -> None:
 
 
 __all__ = ["app", "launcher_app", "main"]
+
+
+if __name__ == "__main__":
+    main()

@@ -92,7 +92,8 @@ def print_summary(summary: Mapping[str, Any], console: Console | None = None) ->
     console.print(best)
 
     front = summary.get("pareto_front", [])
-    table = Table(title=f"Pareto front ({len(front)} candidates)")
+    title = f"Pareto front ({len(front)} candidates)"
+    table = Table(title=title, min_width=len(title) + 4)
     table.add_column("candidate")
     names = list(front[0]["scores"]) if front else []
     for name in names:

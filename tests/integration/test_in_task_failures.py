@@ -1,0 +1,47 @@
+"""Failures inside an evaluation become results; no evaluate task ends in an exception."""
+
+from __future__ import annotations
+
+import redis
+
+from orchestration.local_cluster import LocalWorker
+from tests.conftest import make_spec, run_spec
+from workers.ledger import Ledger
+
+EVALUATOR = "tests.sample_evaluators:by_params"
+
+
+def test_exception_and_soft_time_limit_become_results(
+    redis_url: str, session_worker: LocalWorker, redis_client: redis.Redis
+) -> None:
+    candidates = [
+        {"id": "fine", "params": {"value": 2.5}},
+        {"id": "raises", "params": {"raise": "bad hyper-parameters"}},
+        {"id": "slow", "params": {"sleep": 30}},
+        {"id": "no-score", "params": {"omit": True}},
+        {"id": "fine-after", "params": {"value": 1.0}},
+    ]
+    spec = make_spec(candidates, evaluator=EVALUATOR, objectives={"y": "max"},
+                     soft_time_limit=1.0, time_limit=10.0)
+    generation = run_spec(spec, redis_url, timeout_s=60)
+
+    assert generation.wait(0) == "complete"  # the chord body ran: no header task failed
+    results = {r.candidate_id: r for r in generation.results()}
+    assert results["fine"].status.value == "ok" and results["fine"].scores == {"y": 2.5}
+    raised = results["raises"]
+    assert raised.status.value == "error"
+    assert raised.error is not None
+    assert (raised.error.type, raised.error.message) == ("ValueError", "bad hyper-parameters")
+    slow = results["slow"]
+    assert slow.status.value == "timeout" and slow.error is not None
+    assert slow.error.type == "SoftTimeLimitExceeded"
+    assert slow.eval_seconds is not None and 0.9 < slow.eval_seconds < 5
+    missing = results["no-score"]
+    assert missing.status.value == "error" and missing.error is not None
+    assert "no score for objective(s) ['y']" in missing.error.message
+    assert results["fine-after"].status.value == "ok"
+
+    summary = Ledger(redis_client, spec.id).summary()
+    assert summary is not None
+    assert summary["counts"] == {"ok": 2, "error": 2, "timeout": 1, "crashed": 0, "cancelled": 0}
+    assert summary["failed"] == {"error": ["no-score", "raises"], "timeout": ["slow"]}

@@ -1,0 +1,68 @@
+"""The ledger records the first result per candidate once, however often its task is delivered."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from orchestration.api import launcher_app
+from orchestration.local_cluster import LocalWorker
+from orchestration.submit import create_generation, group_id_for
+from tests.conftest import make_spec
+from workers.contract import EvaluationResult, Status
+from workers.keys import EVALUATE_TASK, FINALIZE_TASK
+from workers.ledger import Ledger
+
+
+def result(spec_id: str, candidate_id: str, status: Status) -> EvaluationResult:
+    return EvaluationResult(generation_id=spec_id, candidate_id=candidate_id, status=status)
+
+
+def test_first_result_wins_and_counts_once(redis_client: redis.Redis) -> None:
+    spec = make_spec([{"id": "a", "params": {"x": [0.1, 0.2]}}])
+    ledger = Ledger(redis_client, spec.id)
+    ledger.create(spec, chunk_count=1)
+
+    assert ledger.record(result(spec.id, "a", Status.ok)) is True
+    assert ledger.record(result(spec.id, "a", Status.crashed)) is False
+
+    assert ledger.result("a").status is Status.ok  # type: ignore[union-attr]
+    assert redis_client.xlen(ledger.keys.stream) == 1
+    state = ledger.state()
+    assert (state["recorded"], state["n_ok"]) == ("1", "1")
+    assert "n_crashed" not in state
+
+
+def test_same_task_delivered_twice_is_counted_once(
+    redis_url: str, session_worker: LocalWorker, redis_client: redis.Redis
+) -> None:
+    spec = make_spec([{"id": "only", "params": {"x": [0.3, 0.0, 0.0]}}])
+    app = launcher_app(redis_url)
+    ledger = Ledger(redis_client, spec.id)
+    create_generation(app, ledger, spec)
+    body = app.signature(FINALIZE_TASK, args=(spec.id,), queue="critical")
+    message = {
+        "args": (spec.id, [spec.candidates[0].model_dump(mode="json")], time.time()),
+        "task_id": "same-task-id-" + spec.id,
+        "queue": "normal",
+        "group_id": group_id_for(spec.id),
+        "group_index": 0,
+        "chord": body,
+    }
+    app.send_task(EVALUATE_TASK, **message)
+    app.send_task(EVALUATE_TASK, **message)
+
+    deadline = time.monotonic() + 30
+    while ledger.status() != "complete" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Let the second delivery finish too before counting.
+    time.sleep(1.0)
+    assert ledger.status() == "complete"
+    assert redis_client.hlen(ledger.keys.results) == 1
+    assert redis_client.xlen(ledger.keys.stream) == 1
+    assert ledger.state()["recorded"] == "1"
+    # The two deliveries may run at once on the two pool children; only one result counts.
+    assert ledger.attempts(["only"])["only"] in (1, 2)
+    summary = ledger.summary()
+    assert summary is not None and summary["counts"]["ok"] == 1
