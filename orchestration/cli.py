@@ -280,12 +280,10 @@ def iter_stream(ledger: Ledger, batch: int = 1000) -> Any:
     """The generation's results in recording order, a batch at a time."""
     last = "-"
     while True:
-        entries = ledger.client.xrange(ledger.keys.stream, min=last, count=batch)
-        if last != "-":
-            entries = entries[1:]
+        entries: list[Any] = list(ledger.client.xrange(ledger.keys.stream, min=last, count=batch) or [])
         if not entries:
             return
-        last = entries[-1][0].decode()
+        last = "(" + entries[-1][0].decode()
         yield [EvaluationResult.model_validate_json(fields[b"r"]) for _, fields in entries]
 
 

@@ -78,7 +78,7 @@ class LocalRedis:
         ]
         if self.password:
             args += ["--requirepass", self.password]
-        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.workdir / "redis.log", "ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2)
@@ -165,7 +165,7 @@ class LocalWorker:
     def start(self) -> LocalWorker:
         out: IO[bytes] | int = subprocess.DEVNULL
         if self.log_path is not None:
-            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+            self._log = open(self.log_path, "ab")
             out = self._log
         self.process = subprocess.Popen(
             self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from workers.contract import PRIORITIES
 from workers.settings import WorkerSettings
@@ -18,6 +18,10 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "queue_order_strategy": "priority",
         # An unacked message (its worker node died) comes back after this long.
         "visibility_timeout": settings.visibility_timeout_s,
+        # A live worker looks for such messages every interval (kombu's default scans only
+        # every 10th 10 s tick, so a lost node's candidates waited up to 100 s more).
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
+        "unacked_restore_throttle": 1,
         "retry_on_timeout": True,
         "health_check_interval": 10,
     }

@@ -27,7 +27,9 @@ candidates:
 """
 
 
-def evofleet(*args: str, broker: str | None, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def evofleet(
+    *args: str, broker: str | None, cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVOFLEET_")}
     if broker:
         env["EVOFLEET_BROKER_URL"] = broker

@@ -72,7 +72,7 @@ def resolve(name: str) -> Evaluator:
             raise UnknownEvaluator(f"evaluator {name!r}: {module_name!r} has no attribute {attr!r}")
     if not callable(function):
         raise UnknownEvaluator(f"evaluator {name!r}: {target!r} is not callable")
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 def batch_function(evaluator: Evaluator) -> BatchEvaluator | None:
