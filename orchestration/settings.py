@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from workers.settings import WorkerSettings
+from workers.settings import StrictEnvSettings, WorkerSettings
 
 
-class LaunchSettings(BaseSettings):
+class LaunchSettings(StrictEnvSettings):
     """Where the launcher finds Redis; with no broker URL it runs in local mode."""
 
     model_config = SettingsConfigDict(env_prefix="EVOFLEET_", extra="ignore")

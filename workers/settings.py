@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import difflib
+import os
+from collections.abc import Mapping
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENV_PREFIX = "EVOFLEET_"
+# Every EVOFLEET_* variable either side reads; a misspelled one is an error, not silently dropped.
+KNOWN_ENV = frozenset(
+    {
+        "BROKER_URL", "RESULT_BACKEND", "VISIBILITY_TIMEOUT_S", "RETENTION_S",
+        "MAX_TASKS_PER_CHILD", "MAX_MEMORY_PER_CHILD_MB",  # workers
+        "LOCAL_WORKERS", "LOCAL_CONCURRENCY", "REDIS_SERVER",  # launcher
+        "GPUS", "TORCH_THREADS",  # set by `evofleet worker` for its pool children
+    }
+)
 
-class WorkerSettings(BaseSettings):
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Raise ValueError naming any ``EVOFLEET_*`` variable that no setting reads."""
+    environ = os.environ if environ is None else environ
+    unknown = sorted(
+        name for name in environ
+        if name.upper().startswith(ENV_PREFIX) and name.upper()[len(ENV_PREFIX):] not in KNOWN_ENV
+    )
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name.upper()[len(ENV_PREFIX):], KNOWN_ENV, n=1)
+            hints.append(f"{name}" + (f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""))
+        raise ValueError("unknown evofleet setting(s) in the environment: " + ", ".join(hints))
+
+
+class StrictEnvSettings(BaseSettings):
+    """Settings that refuse unknown ``EVOFLEET_*`` environment variables."""
+
+    @model_validator(mode="after")
+    def _no_unknown_environment(self) -> StrictEnvSettings:
+        check_environment()
+        return self
+
+
+class WorkerSettings(StrictEnvSettings):
     """How a worker reaches Redis and how it guards against lost messages and leaks."""
 
     model_config = SettingsConfigDict(env_prefix="EVOFLEET_", extra="ignore")
