@@ -1,0 +1,131 @@
+"""A pool child that dies (SIGKILL, sys.exit) or hits the hard time limit becomes a result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.acceptance.conftest import Cluster, wait_until
+from tests.conftest import make_spec, run_spec
+from tests.fault_evaluators import runs
+from workers.contract import Status
+from workers.ledger import Ledger
+
+FAULTY = "tests.fault_evaluators:faulty"
+CRASH_RETRIES = 1
+
+
+def _candidates(log: Path, modes: dict[str, dict[str, object]]) -> list[dict[str, object]]:
+    return [{"id": cid, "params": {"log": str(log), **params}} for cid, params in modes.items()]
+
+
+def _pool_children(cluster: Cluster) -> set[int]:
+    return {child.pid for child in psutil.Process(cluster.workers[0].pid).children()}
+
+
+@pytest.mark.slow
+def test_lost_child_is_retried_then_crashed_and_the_worker_keeps_serving(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.log"
+    modes: dict[str, dict[str, object]] = {
+        "killer": {"mode": "kill"},
+        "exiter": {"mode": "exit", "code": 7},
+        **{f"ok{i}": {"seconds": 0.05, "value": i} for i in range(6)},
+    }
+    spec = make_spec(
+        _candidates(log, modes), evaluator=FAULTY, objectives={"f": "max"},
+        crash_retries=CRASH_RETRIES, soft_time_limit=5, time_limit=6, deadline=60,
+    )
+    generation = run_spec(spec, cluster.url, timeout_s=60)
+
+    assert generation.wait(0) == "complete"
+    ledger = Ledger(cluster.client, spec.id)
+    results = {r.candidate_id: r for r in ledger.iter_results()}
+    assert set(results) == set(modes)
+    killer, exiter = results["killer"], results["exiter"]
+    for result in (killer, exiter):
+        assert result.status is Status.crashed
+        assert result.attempts == CRASH_RETRIES + 1
+        assert result.error is not None and result.error.type == "WorkerLostError"
+    assert killer.error is not None and killer.error.signal == "SIGKILL"
+    assert killer.error.exitcode == -9
+    assert exiter.error is not None and exiter.error.exitcode == 7
+    for i in range(6):
+        assert results[f"ok{i}"].status is Status.ok
+        assert results[f"ok{i}"].scores == {"f": float(i)}
+    # Each poison candidate ran exactly crash_retries + 1 times, never again.
+    counts = runs(log)
+    assert counts["killer"] == counts["exiter"] == CRASH_RETRIES + 1
+    assert all(counts[f"ok{i}"] == 1 for i in range(6))
+    # The chord body ran on the worker side and counted every result once.
+    assert ledger.status() == "complete"
+    summary = ledger.summary()
+    assert summary is not None and summary["counts"]["crashed"] == 2
+    assert summary["counts"]["ok"] == 6 and summary["recorded"] == 8
+    # The same worker serves the next generation.
+    later = make_spec([{"id": "after", "params": {"value": 3}}], evaluator=FAULTY,
+                      objectives={"f": "max"})
+    assert run_spec(later, cluster.url, timeout_s=30).wait(0) == "complete"
+    assert Ledger(cluster.client, later.id).result("after").status is Status.ok  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_a_crash_inside_a_chunk_reruns_the_unfinished_candidates_alone(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.log"
+    modes: dict[str, dict[str, object]] = {
+        "a": {}, "b": {"mode": "kill"}, "c": {}, "d": {},
+    }
+    spec = make_spec(
+        _candidates(log, modes), evaluator=FAULTY, objectives={"f": "max"},
+        crash_retries=CRASH_RETRIES, chunk_size=4, soft_time_limit=5, time_limit=6, deadline=60,
+    )
+    generation = run_spec(spec, cluster.url, timeout_s=60)
+
+    assert generation.wait(0) == "complete"
+    results = {r.candidate_id: r for r in Ledger(cluster.client, spec.id).iter_results()}
+    assert {cid: r.status for cid, r in results.items()} == {
+        "a": Status.ok, "b": Status.crashed, "c": Status.ok, "d": Status.ok,
+    }
+    counts = runs(log)
+    # "a" finished inside the chunk; "b" killed it, then ran alone crash_retries + 1 times;
+    # "c" and "d" had not started and ran alone once.
+    assert counts == {"a": 1, "b": CRASH_RETRIES + 2, "c": 1, "d": 1}
+    assert results["b"].attempts == CRASH_RETRIES + 1
+
+
+@pytest.mark.slow
+def test_hard_time_limit_becomes_timeout_and_the_child_is_replaced(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.log"
+    modes: dict[str, dict[str, object]] = {
+        "stuck": {"mode": "hang", "seconds": 30},
+        "polite": {"seconds": 0.05},
+    }
+    spec = make_spec(
+        _candidates(log, modes), evaluator=FAULTY, objectives={"f": "max"},
+        crash_retries=CRASH_RETRIES, soft_time_limit=1, time_limit=2, deadline=60,
+    )
+    generation = run_spec(spec, cluster.url, timeout_s=40)
+
+    assert generation.wait(0) == "complete"
+    ledger = Ledger(cluster.client, spec.id)
+    stuck = ledger.result("stuck")
+    assert stuck is not None and stuck.status is Status.timeout
+    assert stuck.error is not None and stuck.error.type == "TimeLimitExceeded"
+    assert stuck.attempts == 1
+    assert runs(log)["stuck"] == 1  # a hard time limit is not retried
+    assert ledger.result("polite").status is Status.ok  # type: ignore[union-attr]
+    # The killed child is gone and the pool is back to two children.
+    stuck_pid = int(log.read_text().split("stuck ")[1].split()[0])
+    wait_until(
+        lambda: len(c := _pool_children(cluster)) == 2 and stuck_pid not in c,
+        10, "the killed child to be replaced",
+    )
+    later = make_spec([{"id": "after"}], evaluator=FAULTY, objectives={"f": "max"})
+    assert run_spec(later, cluster.url, timeout_s=30).wait(0) == "complete"
