@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from typing import Annotated, Any
@@ -98,8 +99,8 @@ def register(app: typer.Typer) -> None:
         env = {**os.environ, GPUS_ENV: ",".join(gpu_ids)}
         if broker:
             env["EVOFLEET_BROKER_URL"] = broker
-        if dry_run:
-            console.print(f"{GPUS_ENV}={env[GPUS_ENV]} " + " ".join(command))
+        if dry_run:  # plain echo: one line, never wrapped, easy to paste into a unit file
+            typer.echo(f"{GPUS_ENV}={env[GPUS_ENV]} " + shlex.join(command))
             return
         os.execvpe(command[0], command, env)
 

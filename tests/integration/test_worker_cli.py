@@ -1,0 +1,227 @@
+"""``evofleet worker`` / ``evofleet workers`` on real workers: command line, CPU fallback,
+GPU pinning with a simulated GPU list, children recycled, a broken CUDA context replaced."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+from typer.testing import CliRunner
+
+from orchestration.api import launch
+from orchestration.cli import app
+from orchestration.local_cluster import LocalRedis
+from orchestration.worker_cli import list_workers
+from tests.conftest import make_spec, run_spec
+from workers.contract import Candidate, Status
+from workers.evaluators import EvaluationContext, Scores
+from workers.keys import WORKER_SLOTS
+from workers.ledger import Ledger
+
+ROOT = Path(__file__).resolve().parents[2]
+EVOFLEET = str(Path(sys.executable).with_name("evofleet"))
+PROBE = "tests.integration.test_worker_cli:probe"
+BROKEN_CUDA = "CUDA error: an illegal memory access was encountered"
+
+
+def probe(candidate: Candidate, context: EvaluationContext) -> Scores:
+    """Sleeps ``params.seconds``; scores this child's pid and the GPU it claimed (-1: none)."""
+    time.sleep(float(candidate.params.get("seconds", 0.0)))
+    if candidate.params.get("broken"):
+        raise RuntimeError(BROKEN_CUDA)
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES") or "-1"
+    return {"pid": float(os.getpid()), "gpu": float(gpu)}
+
+
+def probe_spec(candidates: list[dict[str, object]], **fields: object) -> object:
+    return make_spec(candidates, evaluator=PROBE, objectives={"pid": "min", "gpu": "min"},
+                     **fields)
+
+
+@contextmanager
+def evofleet_worker(url: str, hostname: str, *args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``evofleet worker ... --broker URL`` as a subprocess, ready to consume; stopped after."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVOFLEET_")}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [EVOFLEET, "worker", "--broker", url, "--hostname", hostname, *args],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 60
+        while not client.exists(WORKER_SLOTS.format(hostname=hostname)):
+            assert process.poll() is None, f"worker exited: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "worker not ready within 60 s"
+            time.sleep(0.1)
+        yield process
+    finally:
+        client.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+def test_dry_run_builds_the_celery_command_line() -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, [
+        "worker", "--gpus", "0,2", "--queues", "low,critical", "--max-tasks-per-child", "5",
+        "--max-memory-per-child", "500", "--hostname", "gpu1@node", "--dry-run",
+    ])
+    assert result.exit_code == 0, result.output
+    line = result.output.strip()
+    assert line.startswith("EVOFLEET_GPUS=0,2 ")
+    command = line.split()[1:]
+    assert command[1:6] == ["-m", "celery", "-A", "workers", "worker"]
+    flags = dict(zip(command[6::2], command[7::2], strict=False))
+    assert flags["--pool"] == "prefork"
+    assert flags["--concurrency"] == "2"  # one pool child per GPU
+    assert flags["-Q"] == "critical,low"  # always highest priority first
+    assert flags["--max-tasks-per-child"] == "5"
+    assert flags["--max-memory-per-child"] == str(500 * 1024)  # celery takes KiB
+    assert flags["--hostname"] == "gpu1@node"
+
+    first_two = runner.invoke(app, ["worker", "--gpus", "2", "--concurrency", "7", "--dry-run"])
+    assert first_two.output.startswith("EVOFLEET_GPUS=0,1 ")
+    assert "--concurrency 2 " in first_two.output  # GPUs win over --concurrency
+
+    bad = runner.invoke(app, ["worker", "--gpus", "0,0", "--dry-run"])
+    assert bad.exit_code == 2 and "repeat" in bad.output
+
+
+def test_gpus_auto_falls_back_to_cpu_concurrency() -> None:
+    runner = CliRunner()
+    with_flag = runner.invoke(app, ["worker", "--gpus", "auto", "--concurrency", "3", "--dry-run"])
+    default = runner.invoke(app, ["worker", "--dry-run"])
+    assert with_flag.exit_code == 0 and default.exit_code == 0
+    if shutil.which("nvidia-smi"):
+        pytest.skip("a GPU node: auto finds GPUs (tests/gpu covers it)")
+    assert with_flag.output.startswith("EVOFLEET_GPUS= ")
+    assert "--concurrency 3 " in with_flag.output
+    assert f"--concurrency {os.cpu_count()} " in default.output
+
+
+@pytest.mark.slow
+def test_auto_worker_on_cpu_serves_a_generation_and_workers_lists_it(
+    private_redis: LocalRedis, tmp_path: Path
+) -> None:
+    url = private_redis.url
+    hostname = "cpu-node@127.0.0.1"
+    candidates = [{"id": f"c{i}", "params": {"seconds": 1.0}} for i in range(6)]
+    with evofleet_worker(url, hostname, "--gpus", "auto", "--concurrency", "2",
+                         log=tmp_path / "worker.log"):
+        spec = probe_spec(candidates)
+        generation = launch(spec, broker_url=url)  # type: ignore[arg-type]
+        running: list[str] = []
+        deadline = time.monotonic() + 20
+        while len(running) < 2 and time.monotonic() < deadline:
+            rows = list_workers(url, timeout_s=1.0)
+            running = rows[0]["running"] if rows else []
+        assert [row["hostname"] for row in rows] == [hostname]
+        assert rows[0]["gpus"] == [] and rows[0]["children"] == 2
+        assert len(running) == 2
+        for line in running:  # "pid 123: <generation> c3"
+            assert line.startswith("pid ") and spec.id in line  # type: ignore[attr-defined]
+            assert line.split()[-1] in {c["id"] for c in candidates}
+        assert generation.wait(60) == "complete"
+
+        rows = list_workers(url, timeout_s=1.0)
+        assert rows[0]["tasks_done"] >= len(candidates) + 1  # + finalize_generation
+        assert rows[0]["running"] == []
+        table = CliRunner().invoke(app, ["workers", "--broker", url, "--timeout", "1"],
+                                   env={"COLUMNS": "200"})
+        assert table.exit_code == 0 and hostname in table.output and "cpu" in table.output
+
+    results = list(Ledger(redis.Redis.from_url(url), spec.id).iter_results())  # type: ignore[attr-defined]
+    assert {r.status for r in results} == {Status.ok} and len(results) == 6
+    assert {r.worker for r in results} == {hostname}  # each result names its worker and device
+    assert {r.device for r in results} == {"cpu"}
+    assert {r.scores["gpu"] for r in results} == {-1.0}
+    assert len({r.scores["pid"] for r in results}) == 2
+
+
+@pytest.mark.slow
+def test_children_pinned_to_distinct_gpus_through_recycling(
+    private_redis: LocalRedis, tmp_path: Path
+) -> None:
+    """``--gpus 0,1`` on the CPU: each child sets CUDA_VISIBLE_DEVICES to its own id, and
+    children replaced after 2 tasks take over the freed id; overlapping runs never share one."""
+    url = private_redis.url
+    with evofleet_worker(url, "pin@127.0.0.1", "--gpus", "0,1", "--max-tasks-per-child", "2",
+                         log=tmp_path / "worker.log"):
+        spec = probe_spec([{"id": f"c{i}", "params": {"seconds": 0.3}} for i in range(10)])
+        generation = run_spec(spec, url, timeout_s=90)
+        assert generation.wait(0) == "complete"
+    results = list(Ledger(redis.Redis.from_url(url), spec.id).iter_results())  # type: ignore[attr-defined]
+    assert len(results) == 10 and {r.status for r in results} == {Status.ok}
+    gpu_of_pid: dict[float, set[float]] = {}
+    for r in results:
+        gpu_of_pid.setdefault(r.scores["pid"], set()).add(r.scores["gpu"])
+    assert all(len(gpus) == 1 for gpus in gpu_of_pid.values())  # a child keeps its GPU
+    assert len(gpu_of_pid) >= 5  # 10 tasks, 2 per child: children were replaced
+    assert {r.scores["gpu"] for r in results} == {0.0, 1.0}  # no GPU left idle
+    for a in results:
+        for b in results:
+            assert a.started_at and a.finished_at and b.started_at and b.finished_at
+            overlap = a.started_at < b.finished_at and b.started_at < a.finished_at
+            if a is not b and overlap:
+                assert a.scores["gpu"] != b.scores["gpu"], (a, b)
+    assert {r.device for r in results} == {"cpu"}  # no CUDA here: same code on the CPU
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk_size", [1, 3])
+def test_broken_cuda_context_replaces_the_child_and_counts_once(
+    private_redis: LocalRedis, tmp_path: Path, chunk_size: int
+) -> None:
+    """The broken candidate is an ``error`` result; its child exits and a new one serves the
+    rest; the chord counts every task once (the summary, written by the chord body, has all)."""
+    url = private_redis.url
+    log = tmp_path / "worker.log"
+    candidates = [{"id": "first", "priority": "critical", "params": {}},
+                  {"id": "broken", "priority": "high", "params": {"broken": True}}]
+    # With chunk_size 3, these two share the broken one's message: they are re-sent alone.
+    candidates += [{"id": f"high{i}", "priority": "high", "params": {}} for i in range(2)]
+    candidates += [{"id": f"low{i}", "priority": "low", "params": {"seconds": 0.2}}
+                   for i in range(2)]
+    with evofleet_worker(url, "broken@127.0.0.1", "--gpus", "auto", "--concurrency", "1",
+                         log=log):
+        spec = probe_spec(candidates, chunk_size=chunk_size)
+        generation = run_spec(spec, url, timeout_s=60)
+        assert generation.wait(0) == "complete"
+    client = redis.Redis.from_url(url)
+    ledger = Ledger(client, spec.id)  # type: ignore[attr-defined]
+    results = {r.candidate_id: r for r in ledger.iter_results()}
+    assert sorted(results) == sorted(c["id"] for c in candidates)
+    broken = results.pop("broken")
+    assert broken.status == Status.error and broken.attempts == 1
+    assert broken.error is not None and BROKEN_CUDA in broken.error.message
+    assert {r.status for r in results.values()} == {Status.ok}
+    assert broken.started_at and broken.finished_at
+    before = {r.scores["pid"] for r in results.values() if r.finished_at <= broken.started_at}
+    after = {r.scores["pid"] for r in results.values() if r.started_at >= broken.finished_at}
+    assert "first" in {c for c, r in results.items() if r.finished_at <= broken.started_at}
+    assert len(before) == 1 and len(after) == 1 and before != after  # replaced, once
+    assert all(r.scores["pid"] in before | after for r in results.values())
+    state = ledger.state()
+    assert state["recorded"] == "6" and state["n_ok"] == "5" and state["n_error"] == "1"
+    assert client.xlen(ledger.keys.stream) == 6
+    summary = ledger.summary()
+    assert summary is not None and summary["counts"]["ok"] == 5
+    assert summary["counts"]["error"] == 1
+    text = log.read_text()
+    assert "CUDA context broken" in text
+    assert "exited with" not in text  # the recycle exit code is not reported as a crash
