@@ -38,7 +38,9 @@ def test_live_parquet_then_results_command_in_every_format(
     assert meta.num_rows == 11 and meta.num_row_groups > 1
     table = pq.read_table(live)
     assert {"f1", "f2", "status", "worker", "device", "eval_seconds"} <= set(table.column_names)
-    assert sorted(table.column("candidate_id").to_pylist()) == sorted(c["id"] for c in candidates())
+    assert sorted(table.column("candidate_id").to_pylist()) == sorted(
+        str(c["id"]) for c in candidates()
+    )
 
     runner = CliRunner()
     written: dict[str, Path] = {}
