@@ -1,6 +1,6 @@
-"""Built-in ``mlp``: trains a small torch MLP on scikit-learn's digits (shipped, nothing downloaded).
+"""Built-in ``mlp``: a small torch MLP trained on scikit-learn's digits (shipped, not downloaded).
 
-Params: ``hidden`` (list of layer widths), ``lr``, ``epochs``, ``dropout``, ``batch_size``, ``seed``.
+Params: ``hidden`` (layer widths), ``lr``, ``epochs``, ``dropout``, ``batch_size``, ``seed``.
 Scores: ``accuracy`` (validation, max), ``params`` (parameter count, min), ``train_seconds`` (min).
 Runs on ``context.device``; the same seed gives the same accuracy on the same device.
 """
