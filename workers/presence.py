@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import Any
 
+import redis
 from celery.signals import worker_ready, worker_shutdown
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from workers.devices import GPUS_ENV, parse_gpu_list
 from workers.keys import WORKER_SLOTS
 from workers.redis_client import client_for
 
 PRESENCE_TTL_S = 24 * 3600
+logger = logging.getLogger(__name__)
 
 
 def _key(sender: Any) -> str:
@@ -36,7 +41,14 @@ def announce(sender: Any = None, **_: Any) -> None:
 
 @worker_shutdown.connect
 def withdraw(sender: Any = None, **_: Any) -> None:
+    """Delete the presence record; give up at once if Redis is gone (it may stop first)."""
+    client = redis.Redis.from_url(
+        sender.app.conf.result_backend, socket_connect_timeout=1, socket_timeout=1,
+        retry=Retry(NoBackoff(), 0),
+    )
     try:
-        client_for(sender.app.conf.result_backend).delete(_key(sender))
-    except Exception:  # shutting down: Redis may already be gone
-        pass
+        client.delete(_key(sender))
+    except redis.RedisError:
+        logger.info("presence record of %s not withdrawn: Redis unreachable", sender.hostname)
+    finally:
+        client.close()
