@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import Celery
 
+from orchestration.sinks import Sink
+from orchestration.submit import Submitter
 from workers.contract import EvaluationResult, Status
 from workers.ledger import RUNNING, Ledger
 from workers.summary import summarize
-from orchestration.sinks import Sink
-from orchestration.submit import Submitter
 
 logger = logging.getLogger(__name__)
 
 BatchCallback = Callable[[Sequence[EvaluationResult]], None]
 FINALIZE_GRACE_S = 30.0  # how long to wait for the chord body once every result is in
 STALL_RECORD_S = 5.0  # a closed generation whose closer vanished is completed after this
+OUTAGE_LIMIT_S = 300.0  # Redis may be away this long (restart, AOF reload) before we give up
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 
 class Generation:
@@ -46,8 +51,6 @@ class Generation:
         self.id = generation_id
         self.ledger = Ledger(client, generation_id)
         header = self.ledger.client.get(self.ledger.keys.header)
-        import json
-
         self.spec_header: dict[str, Any] = json.loads(header) if header else {}
         self.sinks = list(sinks)
         self.on_batch = on_batch
@@ -130,36 +133,66 @@ class Generation:
             self._ended.set()
 
     def _collect(self) -> None:
+        """Read the result stream in batches until every candidate has a result.
+
+        Redis going away (a restart) does not end the generation: the loop keeps its stream
+        position and carries on when Redis is back, for up to ``OUTAGE_LIMIT_S``.
+        """
         batch_size = int(self.spec_header.get("batch_size", 50))
         batch_timeout = float(self.spec_header.get("batch_timeout", 2.0))
         deadline_at = float(self.ledger.state().get("deadline_at", "inf"))
-        last_id = "0-0"
+        last_id: bytes | str = "0-0"
         batch: list[EvaluationResult] = []
         batch_started = 0.0
         last_progress = time.monotonic()
         next_state_check = 0.0
+        down_since: float | None = None
         while self._seen + len(batch) < self.total:
-            self.submitter.submit_more(recorded=self._seen + len(batch))
-            now = time.monotonic()
-            wait_s = batch_timeout - (now - batch_started) if batch else batch_timeout
-            block_ms = max(1, int(min(wait_s, 0.25) * 1000))
-            want = max(1, batch_size - len(batch))
-            reply = self.client.xread({self.ledger.keys.stream: last_id}, count=want, block=block_ms)
-            for _stream, entries in reply or []:
-                for entry_id, fields in entries:
+            try:
+                self.submitter.submit_more(recorded=self._seen + len(batch))
+                now = time.monotonic()
+                wait_s = batch_timeout - (now - batch_started) if batch else batch_timeout
+                reply = self._read(last_id, max(1, batch_size - len(batch)), min(wait_s, 0.25))
+                for entry_id, fields in reply:
                     last_id = entry_id
                     if not batch:
                         batch_started = time.monotonic()
                     batch.append(EvaluationResult.model_validate_json(fields[b"r"]))
                     last_progress = time.monotonic()
+                now = time.monotonic()
+                if now >= next_state_check:
+                    next_state_check = now + 0.5
+                    self._check_end_early(deadline_at, now - last_progress)
+                down_since = None
+            except _REDIS_DOWN as exc:
+                down_since = self._redis_down(down_since, exc)
             now = time.monotonic()
             if batch and (len(batch) >= batch_size or now - batch_started >= batch_timeout):
                 self._flush(batch)
                 batch = []
-            if now >= next_state_check:
-                next_state_check = now + 0.5
-                self._check_end_early(deadline_at, now - last_progress)
         self._flush(batch)
+
+    def _read(
+        self, last_id: bytes | str, count: int, block_s: float
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Up to ``count`` stream entries after ``last_id``, waiting at most ``block_s``."""
+        block_ms = max(1, int(block_s * 1000))
+        reply = cast(
+            StreamReply,
+            self.client.xread({self.ledger.keys.stream: last_id}, count=count, block=block_ms),
+        )
+        return [entry for _stream, entries in reply or [] for entry in entries]
+
+    def _redis_down(self, down_since: float | None, exc: Exception) -> float:
+        """Note an outage, wait a little; raise once it has lasted OUTAGE_LIMIT_S."""
+        now = time.monotonic()
+        if down_since is None:
+            logger.warning("generation %s: Redis unreachable (%s); waiting for it", self.id, exc)
+            down_since = now
+        elif now - down_since > OUTAGE_LIMIT_S:
+            raise exc
+        time.sleep(0.5)
+        return down_since
 
     def _check_end_early(self, deadline_at: float, idle_s: float) -> None:
         if self._cancel_requested.is_set():

@@ -80,7 +80,7 @@ def soft_time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-class EvaluateRequest(Request):  # type: ignore[misc]
+class EvaluateRequest(Request):
     """Runs in the worker's main process: a lost child or a hard limit becomes a result.
 
     The result is recorded in the ledger and the task marked done with ``mark_as_done``, so the
