@@ -7,6 +7,9 @@ from pathlib import Path
 
 import redis
 from celery import Celery
+from kombu.utils.url import maybe_sanitize_url
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from orchestration.generation import BatchCallback, Generation
 from orchestration.local_cluster import local_cluster
@@ -23,6 +26,31 @@ def launcher_app(broker_url: str, settings: LaunchSettings | None = None) -> Cel
     """A Celery app for the launching side (it sends tasks by name, imports no GPU code)."""
     settings = settings or LaunchSettings()
     return make_app(settings.worker_settings(broker_url), name="evofleet-launcher")
+
+
+class BrokerUnreachable(ValueError):
+    """The broker URL leads to no Redis that accepts us: down, wrong password, TLS mismatch."""
+
+
+def check_broker(url: str, timeout_s: float = 5.0) -> None:
+    """One PING, no retries: a clear error within ``timeout_s`` instead of a long retry loop."""
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+    where = maybe_sanitize_url(url)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise BrokerUnreachable(
+            f"Redis at {where} refused the credentials ({exc}); give the password in the URL: "
+            "redis://:PASSWORD@host:port/db"
+        ) from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        hint = " (rediss:// against a server without TLS?)" if url.startswith("rediss:") else ""
+        raise BrokerUnreachable(f"cannot reach Redis at {where}: {exc}{hint}") from None
+    finally:
+        client.close()
 
 
 def _sinks(out: str | Path | None, fmt: str | None, objectives: list[str]) -> list[Sink]:
@@ -46,6 +74,7 @@ def launch(
     settings = settings or LaunchSettings()
     stack = ExitStack()
     url = broker_url or settings.broker_url
+    local = url is None
     if url is None:
         url = stack.enter_context(
             local_cluster(
@@ -55,6 +84,8 @@ def launch(
             )
         )
     try:
+        if not local:
+            check_broker(url)
         app = launcher_app(url, settings)
         client = connect(settings.result_backend or url)
         create_generation(app, Ledger(client, spec.id), spec)
