@@ -51,6 +51,11 @@ class GenerationKeys:
         return f"{self.prefix}:attempts"
 
     @property
+    def collector(self) -> str:
+        """String with a short TTL of its own (so not in ``all``): the one launcher that collects."""
+        return f"{self.prefix}:collector"
+
+    @property
     def summary(self) -> str:
         """JSON: the generation's summary, written when it ends."""
         return f"{self.prefix}:summary"
