@@ -115,16 +115,18 @@ def attach(
     """Re-attach to a generation (after the launcher died): submit what is left, collect all.
 
     The output file is written anew from the start of the generation's result stream, so it
-    ends up with every result exactly once.
+    ends up with every result exactly once. Waits a few seconds for a dead launcher's collector
+    lease to lapse; raises CollectorBusy if a live process still collects the generation.
     """
     settings = settings or LaunchSettings()
     app = launcher_app(broker_url, settings)
     client = connect(settings.result_backend or broker_url)
     ledger = Ledger(client, generation_id)
     objectives = list(ledger.header().objectives)
-    generation = Generation(
-        app, client, generation_id, sinks=_sinks(out, fmt, objectives), on_batch=on_batch
-    )
+    generation = Generation(app, client, generation_id, on_batch=on_batch)
+    # Claim before opening the output: a live launcher may still be writing to it.
+    generation.claim()
+    generation.sinks = _sinks(out, fmt, objectives)
     return generation.start()
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -24,10 +27,15 @@ logger = logging.getLogger(__name__)
 BatchCallback = Callable[[Sequence[EvaluationResult]], None]
 FINALIZE_GRACE_S = 30.0  # how long to wait for the chord body once every result is in
 STALL_RECORD_S = 5.0  # a closed generation whose closer vanished is completed after this
+COLLECTOR_LEASE_S = 5.0  # a dead launcher's lease lapses after this; `resume` waits for it
 OUTAGE_LIMIT_S = 300.0  # Redis may be away this long (restart, AOF reload) before we give up
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+
+
+class CollectorBusy(RuntimeError):
+    """Another live process (a launcher, or a resume) is already collecting this generation."""
 
 
 class Generation:
@@ -64,12 +72,32 @@ class Generation:
         self._seen = 0
         self._started = time.monotonic()
         self._cancel_requested = threading.Event()
+        self._claimed = False
+        self._token = f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
         self.submitter = Submitter(app, self.ledger, self.spec_header)
         self.total = self.submitter.total
         self._thread = threading.Thread(target=self._run, name=f"evofleet-{generation_id}", daemon=True)
 
     # -- public API -------------------------------------------------------------
+    def claim(self, timeout_s: float = COLLECTOR_LEASE_S + 1.0) -> None:
+        """Take the collector lease: only one process submits and collects a generation.
+
+        Two would submit its candidates twice, so a ``resume`` waits up to ``timeout_s`` for a
+        dead launcher's lease to lapse, and raises CollectorBusy if a live one still holds it.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self.ledger.claim_collector(self._token, COLLECTOR_LEASE_S):
+            if time.monotonic() >= deadline:
+                raise CollectorBusy(
+                    f"generation {self.id} is being collected by {self.ledger.collector()}"
+                )
+            time.sleep(0.2)
+        self._claimed = True
+
     def start(self) -> Generation:
+        """Submit and collect in a background thread (claiming the lease first if needed)."""
+        if not self._claimed:
+            self.claim()
         self._thread.start()
         return self
 
@@ -123,6 +151,10 @@ class Generation:
             logger.exception("generation %s: collector failed", self.id)
             self._error = exc
         finally:
+            try:
+                self.ledger.release_collector(self._token)
+            except redis.RedisError:
+                logger.warning("generation %s: could not release the collector lease", self.id)
             for sink in self.sinks:
                 try:
                     sink.close()
@@ -162,6 +194,7 @@ class Generation:
                 now = time.monotonic()
                 if now >= next_state_check:
                     next_state_check = now + 0.5
+                    self._renew_lease()
                     self._check_end_early(deadline_at, now - last_progress)
                 down_since = None
             except _REDIS_DOWN as exc:
@@ -193,6 +226,12 @@ class Generation:
             raise exc
         time.sleep(0.5)
         return down_since
+
+    def _renew_lease(self) -> None:
+        if not self.ledger.claim_collector(self._token, COLLECTOR_LEASE_S):
+            raise CollectorBusy(
+                f"generation {self.id}: {self.ledger.collector()} took over collecting"
+            )
 
     def _check_end_early(self, deadline_at: float, idle_s: float) -> None:
         if self._cancel_requested.is_set():

@@ -52,6 +52,24 @@ redis.call('HSET', KEYS[1], 'status', 'complete', 'finished_at', ARGV[2])
 return 'complete'
 """
 
+# Takes or renews the collector lease when it is free or already ours.
+_CLAIM_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Drops the lease only if it is still ours.
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 RUNNING = "running"
 END_STATES = ("complete", "partial", "cancelled")
 
@@ -70,6 +88,8 @@ class Ledger:
         self._record = client.register_script(_RECORD_SCRIPT)
         self._close = client.register_script(_CLOSE_SCRIPT)
         self._complete = client.register_script(_COMPLETE_SCRIPT)
+        self._claim = client.register_script(_CLAIM_SCRIPT)
+        self._release = client.register_script(_RELEASE_SCRIPT)
 
     # -- creating -------------------------------------------------------------
     def create(self, spec: GenerationSpec, chunk_count: int) -> None:
@@ -150,6 +170,19 @@ class Ledger:
         """Every recorded result, streamed with HSCAN (unordered)."""
         for _cid, raw in self.client.hscan_iter(self.keys.results, count=page):
             yield EvaluationResult.model_validate_json(raw)
+
+    # -- the collector lease ----------------------------------------------------
+    def claim_collector(self, token: str, ttl_s: float) -> bool:
+        """Take or renew the right to submit and collect for ``ttl_s``; False if another holds it."""
+        return bool(self._claim(keys=[self.keys.collector], args=[token, int(ttl_s * 1000)]))
+
+    def release_collector(self, token: str) -> None:
+        self._release(keys=[self.keys.collector], args=[token])
+
+    def collector(self) -> str | None:
+        """Who holds the collector lease, if anyone."""
+        value = self.client.get(self.keys.collector)
+        return None if value is None else _text(value)
 
     # -- state ----------------------------------------------------------------
     def state(self) -> dict[str, str]:

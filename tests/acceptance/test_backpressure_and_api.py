@@ -100,3 +100,22 @@ def test_python_api_wait_from_several_threads_results_and_stats(cluster: Cluster
     summary = generation.summary()
     assert summary is not None and summary["status"] == "complete"
     assert summary["best"]["f"]["candidate_id"] == "c15"
+
+
+@pytest.mark.slow
+def test_python_api_cancel_records_the_rest_cancelled(cluster: Cluster) -> None:
+    candidates = [{"id": f"c{i:02d}", "params": {"seconds": 0.3}} for i in range(12)]
+    spec = make_spec(candidates, evaluator=FAULTY, objectives={"f": "max"})
+    generation = launch(spec, broker_url=cluster.url)
+    wait_until(lambda: recorded(cluster.client, spec.id) >= 2, 30, "first results")
+
+    generation.cancel()
+
+    assert generation.wait(20) == "cancelled"
+    counts = generation.stats()["counts"]
+    assert counts["ok"] >= 2 and counts["cancelled"] >= 1
+    assert counts["ok"] + counts["cancelled"] == len(candidates)
+    ledger = Ledger(cluster.client, spec.id)
+    assert ledger.status() == "cancelled"
+    assert len(list(ledger.iter_results())) == len(candidates)
+    assert ledger.collector() is None  # the lease is given back at the end

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from orchestration.api import launcher_app
+from orchestration.generation import CollectorBusy, Generation
 from tests.acceptance.conftest import Cluster, recorded, wait_until
 from tests.conftest import unique_id
 from workers.contract import Status
@@ -161,6 +163,10 @@ def test_resume_after_the_launcher_is_killed_produces_the_complete_file(
     launcher = _launch(cluster, spec_path, out)
     try:
         wait_until(lambda: recorded(cluster.client, generation_id) >= 3, 30, "first results")
+        # While the launcher lives, nobody else may collect (it would submit twice).
+        rival = Generation(launcher_app(cluster.url), cluster.client, generation_id)
+        with pytest.raises(CollectorBusy):
+            rival.claim(timeout_s=0.3)
     finally:
         launcher.send_signal(signal.SIGKILL)
         launcher.wait(10)
