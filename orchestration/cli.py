@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestration.api import attach, launch, launcher_app
-from orchestration.generation import Generation
+from orchestration.generation import CollectorBusy, Generation
 from orchestration.progress import ProgressDisplay, print_summary
 from orchestration.settings import LaunchSettings
 from orchestration.sinks import format_for, open_sink, summary_path, write_summary
@@ -193,6 +193,8 @@ def resume(
         generation = attach(generation_id, broker_url=url, out=out, fmt=fmt)
     except GenerationNotFound:
         raise _fail(f"no generation {generation_id!r} in Redis (never launched, or expired)") from None
+    except CollectorBusy as exc:
+        raise _fail(f"{exc}; it is still running, nothing to resume") from None
     raise typer.Exit(_run(generation, out, quiet))
 
 
