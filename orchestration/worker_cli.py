@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from orchestration.api import BrokerUnreachable, check_broker
 from orchestration.local_cluster import worker_command
 from orchestration.settings import LaunchSettings
 from workers.contract import PRIORITIES
@@ -62,7 +63,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def worker(
         gpus: Annotated[
-            str, typer.Option(help="auto (all found), N (the first N) or a list like 0,2,3.")
+            str,
+            typer.Option(help="auto (all found), N (the first N), or ids: 0,2,3 (one id: '3,')."),
         ] = "auto",
         queues: Annotated[
             str, typer.Option(help="Queues to consume, drained highest priority first.")
@@ -82,26 +84,16 @@ def register(app: typer.Typer) -> None:
         dry_run: Annotated[bool, typer.Option(help="Print the celery command and exit.")] = False,
     ) -> None:
         """Start this node's celery worker: one pool child per GPU (CPU: one per core)."""
-        try:
-            gpu_ids = resolve_gpus(gpus)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--gpus") from None
-        children = len(gpu_ids) or concurrency or os.cpu_count() or 1
-        extra: list[str] = []
-        if max_tasks_per_child:
-            extra += ["--max-tasks-per-child", str(max_tasks_per_child)]
-        if max_memory_per_child:
-            extra += ["--max-memory-per-child", str(max_memory_per_child * 1024)]
-        command = worker_command(
-            concurrency=children, queues=parse_queues(queues), hostname=hostname,
-            loglevel=loglevel, extra=extra,
+        command, env = worker_invocation(
+            gpus, queues, concurrency=concurrency, max_tasks_per_child=max_tasks_per_child,
+            max_memory_per_child=max_memory_per_child, hostname=hostname, loglevel=loglevel,
         )
-        env = {**os.environ, GPUS_ENV: ",".join(gpu_ids)}
         if broker:
             env["EVOFLEET_BROKER_URL"] = broker
         if dry_run:  # plain echo: one line, never wrapped, easy to paste into a unit file
             typer.echo(f"{GPUS_ENV}={env[GPUS_ENV]} " + shlex.join(command))
             return
+        _refuse_wrong_password(env.get("EVOFLEET_BROKER_URL"))
         os.execvpe(command[0], command, env)
 
     @app.command()
@@ -113,6 +105,11 @@ def register(app: typer.Typer) -> None:
         url = broker or LaunchSettings().broker_url
         if not url:
             raise typer.BadParameter("pass --broker or set EVOFLEET_BROKER_URL")
+        try:
+            check_broker(url)
+        except BrokerUnreachable as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         rows = list_workers(url, timeout)
         table = Table(title=f"{len(rows)} live worker(s)")
         for column in ("hostname", "gpus", "children", "tasks done", "running"):
@@ -123,6 +120,48 @@ def register(app: typer.Typer) -> None:
                 str(row["tasks_done"]), "\n".join(row["running"]) or "-",
             )
         console.print(table)
+
+
+def worker_invocation(
+    gpus: str,
+    queues: str,
+    *,
+    concurrency: int | None = None,
+    max_tasks_per_child: int | None = None,
+    max_memory_per_child: int | None = None,
+    hostname: str | None = None,
+    loglevel: str = "INFO",
+) -> tuple[list[str], dict[str, str]]:
+    """The celery command line and environment of ``evofleet worker``."""
+    try:
+        gpu_ids = resolve_gpus(gpus)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--gpus") from None
+    children = len(gpu_ids) or concurrency or os.cpu_count() or 1
+    extra: list[str] = []
+    if max_tasks_per_child:
+        extra += ["--max-tasks-per-child", str(max_tasks_per_child)]
+    if max_memory_per_child:
+        extra += ["--max-memory-per-child", str(max_memory_per_child * 1024)]  # celery: KiB
+    command = worker_command(
+        concurrency=children, queues=parse_queues(queues), hostname=hostname,
+        loglevel=loglevel, extra=extra,
+    )
+    return command, {**os.environ, GPUS_ENV: ",".join(gpu_ids)}
+
+
+def _refuse_wrong_password(url: str | None) -> None:
+    """Exit 2 at once on rejected credentials; a Redis that is merely down is waited for."""
+    if not url:
+        return
+    try:
+        check_broker(url)
+    except BrokerUnreachable as exc:
+        if "credentials" in str(exc):
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        # Not up yet (systemd ordering, a restart): celery retries the connection itself.
+        typer.echo(f"warning: {exc}; the worker keeps retrying", err=True)
 
 
 def list_workers(url: str, timeout_s: float = 2.0) -> list[dict[str, Any]]:
