@@ -125,8 +125,17 @@ class EvaluateRequest(Request):
         self.send_event("task-failed", exception=repr(exc), traceback="")
 
 
+LOSSES_HEADER = "evofleet_losses"  # how often this lone candidate's pool child was lost so far
+
+
 def settle_lost_task(request: Request, exc: BaseException, *, hard_timeout: bool) -> None:
-    """Record, re-send or split the candidates of a task whose pool child is gone."""
+    """Record, re-send or split the candidates of a task whose pool child is gone.
+
+    A lone candidate is re-sent while it has run fewer than ``crash_retries + 1`` times. Runs
+    are the larger of the attempts the pool child counted at start and the losses this process
+    counted in the message: a child that dies before the attempt is counted (an evaluator
+    module that exits on import) reaches the limit too, instead of looping.
+    """
     generation_id, raw_candidates, submitted_at = _task_arguments(request)
     candidates = [Candidate.model_validate(c) for c in raw_candidates]
     app = request.task.app
@@ -135,15 +144,16 @@ def settle_lost_task(request: Request, exc: BaseException, *, hard_timeout: bool
     done = ledger.recorded_ids(c.id for c in candidates)
     unfinished = [c for c in candidates if c.id not in done]
     attempts = ledger.attempts(c.id for c in unfinished)
+    losses = int(request.request_dict.get(LOSSES_HEADER) or 0) + 1
     resend: list[Candidate] = []
     for candidate in unfinished:
         if not ledger.is_open():
             break
-        if len(candidates) > 1:
+        if len(candidates) > 1:  # a chunk's loss is not charged to its candidates
             resend.append(candidate)
             continue
-        tried = attempts.get(candidate.id, 0)
-        if not hard_timeout and tried < header.crash_retries + 1:
+        runs = max(attempts.get(candidate.id, 0), losses)
+        if not hard_timeout and runs < header.crash_retries + 1:
             resend.append(candidate)
             continue
         error = lost_worker_error(exc) if not hard_timeout else error_info(exc)
@@ -155,7 +165,7 @@ def settle_lost_task(request: Request, exc: BaseException, *, hard_timeout: bool
                 candidate_id=candidate.id,
                 status=Status.timeout if hard_timeout else Status.crashed,
                 error=error,
-                attempts=tried,
+                attempts=runs,
                 priority=candidate.priority,
                 worker=request.hostname,
                 submitted_at=from_timestamp(submitted_at),
@@ -163,7 +173,10 @@ def settle_lost_task(request: Request, exc: BaseException, *, hard_timeout: bool
             )
         )
     if resend:
-        _resend_alone(request, generation_id, resend, submitted_at, header.time_limit)
+        _resend_alone(
+            request, generation_id, resend, submitted_at, header.time_limit,
+            losses=losses if len(candidates) == 1 else 0,
+        )
     request.task.backend.mark_as_done(
         request.id, {"candidates": len(candidates)}, request=request._context
     )
@@ -175,6 +188,8 @@ def _resend_alone(
     candidates: list[Candidate],
     submitted_at: float,
     time_limit: float,
+    *,
+    losses: int,
 ) -> None:
     """Publish each candidate as its own task in the same chord, growing the chord first."""
     backend = request.task.backend
@@ -191,6 +206,7 @@ def _resend_alone(
             group_index=request.group_index,
             chord=request.chord,
             time_limit=time_limit,
+            headers={LOSSES_HEADER: losses},
         )
 
 

@@ -129,3 +129,20 @@ def test_hard_time_limit_becomes_timeout_and_the_child_is_replaced(
     )
     later = make_spec([{"id": "after"}], evaluator=FAULTY, objectives={"f": "max"})
     assert run_spec(later, cluster.url, timeout_s=30).wait(0) == "complete"
+
+
+@pytest.mark.slow
+def test_a_child_that_dies_before_the_evaluation_starts_cannot_loop(cluster: Cluster) -> None:
+    # The evaluator's module exits on import, before the attempt is counted in the ledger:
+    # the main process counts the losses in the re-sent message and stops after the limit.
+    spec = make_spec(
+        [{"id": "doomed"}], evaluator="tests.acceptance.exit_on_import:evaluate",
+        objectives={"f": "max"}, crash_retries=CRASH_RETRIES, soft_time_limit=5, time_limit=6,
+    )
+    generation = run_spec(spec, cluster.url, timeout_s=40)
+
+    assert generation.wait(0) == "complete"
+    result = Ledger(cluster.client, spec.id).result("doomed")
+    assert result is not None and result.status is Status.crashed
+    assert result.error is not None and result.error.exitcode == 5
+    assert result.attempts == CRASH_RETRIES + 1
