@@ -1,19 +1,25 @@
 """The one place where a failure becomes a result.
 
-| failure                                  | status    | recorded by          | retried                  |
-|------------------------------------------|-----------|----------------------|--------------------------|
-| evaluator raises (CUDA errors included)  | error     | pool child           | no                       |
-| soft time limit (per-candidate timer)    | timeout   | pool child           | no                       |
-| pool child dies (SIGKILL, OOM, sys.exit) | crashed   | worker main process  | up to crash_retries      |
-| hard time limit kills the child          | timeout   | worker main process  | no                       |
-| a chunk's child dies or hits its limit   | -         | worker main process  | unfinished ones, alone   |
-| generation deadline passes               | timeout   | launcher             | no                       |
-| generation cancelled                     | cancelled | launcher             | no                       |
+| failure                                  | status    | recorded by            | retried                    |
+|------------------------------------------|-----------|------------------------|----------------------------|
+| evaluator raises (CUDA errors included)  | error     | pool child             | no                         |
+| soft time limit (per-candidate timer)    | timeout   | pool child             | no                         |
+| pool child dies (SIGKILL, OOM, sys.exit) | crashed   | worker main process    | alone, crash_retries times |
+| hard time limit kills the child          | timeout   | worker main process    | no                         |
+| a chunk's child dies or hits its limit   | -         | worker main process    | unfinished ones, alone     |
+| worker node lost (main process, machine) | any       | worker that re-runs it | after visibility_timeout   |
+| generation deadline passes               | timeout   | launcher (or resume)   | no                         |
+| generation cancelled                     | cancelled | cancel command / API   | no                         |
 
-Attempts are counted when a candidate starts alone (``Ledger.start_attempt``), so a candidate
-that kills its worker reaches ``crash_retries`` and is never run again. A crash inside a
-multi-candidate chunk is not charged to its candidates: each unfinished one is re-run alone once,
-which isolates the one that kills its worker.
+A crashed result carries the signal (``SIGKILL``, exitcode -9) or the exit code in ``error`` and
+``attempts = crash_retries + 1``. Runs are counted twice over, so a poison candidate can never
+loop: the pool child counts an attempt when the candidate starts alone (``Ledger.start_attempt``)
+and this process counts each loss in the re-sent message (``LOSSES_HEADER``), which also catches
+a child that dies before the attempt is counted. The main process sees a lost child within about
+5 s (billiard's pool maintenance timer when the exit races the reaping). A lost node's message is
+re-run by another worker and counts as an attempt; restoring needs a live worker's sweep, every
+``unacked_restore_interval`` s (``workers/celery_app.py``). After a deadline or a cancel, workers
+skip the generation's queued messages, and a result that arrives late does not overwrite.
 """
 
 from __future__ import annotations
