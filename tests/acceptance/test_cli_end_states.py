@@ -75,8 +75,8 @@ def test_deadline_records_timeouts_writes_partial_results_and_exits_3(
 ) -> None:
     done = tmp_path / "done.log"
     quick = [{"id": f"q{i}", "params": {"value": i}} for i in range(4)]
-    slow = [{"id": f"s{i}", "params": {"seconds": 2.5, "done_log": str(done)}} for i in range(4)]
-    generation_id, spec_path = _spec_file(tmp_path, quick + slow, deadline=1.5)
+    slow = [{"id": f"s{i}", "params": {"seconds": 4.0, "done_log": str(done)}} for i in range(4)]
+    generation_id, spec_path = _spec_file(tmp_path, quick + slow, deadline=2.5)
     out = tmp_path / "results.jsonl"
 
     started = time.monotonic()
