@@ -119,6 +119,7 @@ def attach(
     lease to lapse; raises CollectorBusy if a live process still collects the generation.
     """
     settings = settings or LaunchSettings()
+    check_broker(broker_url)
     app = launcher_app(broker_url, settings)
     client = connect(settings.result_backend or broker_url)
     ledger = Ledger(client, generation_id)

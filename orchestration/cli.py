@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestration.api import attach, launch, launcher_app
+from orchestration.api import BrokerUnreachable, attach, check_broker, launch, launcher_app
 from orchestration.generation import CollectorBusy, Generation
 from orchestration.progress import ProgressDisplay, print_summary
 from orchestration.settings import LaunchSettings
@@ -74,6 +74,10 @@ def _deployment_url(broker: str | None) -> str:
     url = broker or LaunchSettings().broker_url
     if not url:
         raise _fail("this command needs a deployment: pass --broker or set EVOFLEET_BROKER_URL")
+    try:
+        check_broker(url)
+    except BrokerUnreachable as exc:
+        raise _fail(str(exc)) from None
     return url
 
 
