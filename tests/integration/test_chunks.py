@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 
 import redis
 
 from orchestration.local_cluster import LocalRedis, LocalWorker
 from tests.conftest import make_spec, run_spec
+from workers.contract import Candidate
+from workers.evaluators import EvaluationContext
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK
 from workers.ledger import Ledger
 
@@ -150,3 +154,34 @@ def test_a_pipelined_message_is_what_send_task_publishes(private_redis: LocalRed
         for volatile in ("correlation_id", "delivery_tag", "reply_to"):
             message["properties"].pop(volatile)
     assert built == sent
+
+
+def kill_own_process(candidate: Candidate, context: EvaluationContext) -> dict[str, float]:
+    """Test evaluator (named as module:function): SIGKILLs its pool child when params.kill."""
+    if candidate.params.get("kill"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"f": 1.0}
+
+
+def test_a_child_killed_inside_a_chunk_costs_one_rerun_alone_of_the_unfinished(
+    redis_url: str, session_worker: LocalWorker, redis_client: redis.Redis
+) -> None:
+    candidates = [{"id": f"k{i}", "params": {"kill": i == 2}} for i in range(5)]
+    spec = make_spec(
+        candidates, evaluator=f"{__name__}:kill_own_process", objectives={"f": "max"},
+        chunk_size=5, crash_retries=0,
+    )
+    generation = run_spec(spec, redis_url, timeout_s=60)
+
+    assert generation.wait(0) == "complete"
+    ledger = Ledger(redis_client, spec.id)
+    results = {r.candidate_id: r for r in ledger.iter_results()}
+    assert sorted(results) == [f"k{i}" for i in range(5)]
+    assert results["k2"].status.value == "crashed" and results["k2"].attempts == 1
+    assert results["k2"].error is not None and results["k2"].error.signal == "SIGKILL"
+    assert {results[c].status.value for c in results if c != "k2"} == {"ok"}
+    # k0 and k1 finished inside the chunk; the unfinished three were each re-run alone once.
+    assert ledger.attempts(["k0", "k1", "k2", "k3", "k4"]) == {
+        "k0": 0, "k1": 0, "k2": 1, "k3": 1, "k4": 1,
+    }
+    assert ledger.summary() is not None
