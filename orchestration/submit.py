@@ -164,7 +164,11 @@ class Submitter:
             chunks: list[list[Candidate]] = []
             queued = self.submitted
             while room > 0 and queued < self.total and len(chunks) < PIPELINE_MESSAGES:
-                chunk = self._next_chunk(min(room, self._chunk_limit(queued)), queued)
+                limit = self._chunk_limit(queued)
+                if room < min(limit, self.total - queued) and queued > recorded:
+                    # Wait for room for a whole chunk: backpressure must not shred chunks.
+                    break
+                chunk = self._next_chunk(min(room, limit), queued)
                 chunks.append(chunk)
                 room -= len(chunk)
                 queued += len(chunk)

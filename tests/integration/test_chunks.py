@@ -185,3 +185,15 @@ def test_a_child_killed_inside_a_chunk_costs_one_rerun_alone_of_the_unfinished(
         "k0": 0, "k1": 0, "k2": 1, "k3": 1, "k4": 1,
     }
     assert ledger.summary() is not None
+
+
+def test_backpressure_waits_for_room_for_a_whole_chunk(
+    redis_url: str, session_worker: LocalWorker, redis_client: redis.Redis
+) -> None:
+    spec = make_spec(zdt_candidates(40), chunk_size=8, max_in_flight=12)
+    generation = run_spec(spec, redis_url)
+
+    assert generation.wait(0) == "complete"
+    state = Ledger(redis_client, spec.id).state()
+    assert state["recorded"] == "40"
+    assert state["chunks"] == "5"  # never a chunk cut short by the in-flight cap
