@@ -13,7 +13,7 @@
 
 A crashed result carries the signal (``SIGKILL``, exitcode -9) or the exit code in ``error`` and
 ``attempts = crash_retries + 1``. Runs are counted twice over, so a poison candidate can never
-loop: the pool child counts an attempt when the candidate starts alone (``Ledger.start_attempt``)
+loop: the pool child counts an attempt when the candidate starts alone (``Ledger.begin``)
 and this process counts each loss in the re-sent message (``LOSSES_HEADER``), which also catches
 a child that dies before the attempt is counted. The main process sees a lost child within about
 5 s (billiard's pool maintenance timer when the exit races the reaping). A lost node's message is

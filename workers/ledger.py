@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -70,8 +71,36 @@ end
 return 0
 """
 
+# What a task needs before it evaluates, in one round trip: is the generation open, which of
+# its candidates already have a result, and (for a lone candidate) count the attempt now.
+_BEGIN_SCRIPT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and status ~= 'running' then
+  return {0}
+end
+local out = {1}
+for i = 2, #ARGV do
+  local done = redis.call('HEXISTS', KEYS[2], ARGV[i])
+  local attempt = 0
+  if done == 0 and ARGV[1] == '1' then
+    attempt = redis.call('HINCRBY', KEYS[3], ARGV[i], 1)
+  end
+  out[#out + 1] = done
+  out[#out + 1] = attempt
+end
+return out
+"""
+
 RUNNING = "running"
 END_STATES = ("complete", "partial", "cancelled")
+
+
+@dataclass
+class TaskStart:
+    """What ``Ledger.begin`` found: candidates already recorded, attempts counted now."""
+
+    recorded: set[str] = field(default_factory=set)
+    attempts: dict[str, int] = field(default_factory=dict)
 
 
 class GenerationNotFound(LookupError):
@@ -86,6 +115,7 @@ class Ledger:
         self.keys = GenerationKeys(generation_id)
         self.generation_id = generation_id
         self._record = client.register_script(_RECORD_SCRIPT)
+        self._begin = client.register_script(_BEGIN_SCRIPT)
         self._close = client.register_script(_CLOSE_SCRIPT)
         self._complete = client.register_script(_COMPLETE_SCRIPT)
         self._claim = client.register_script(_CLAIM_SCRIPT)
@@ -140,9 +170,24 @@ class Ledger:
             )
         )
 
-    def start_attempt(self, candidate_id: str) -> int:
-        """Count an evaluation that starts now and return the attempt number."""
-        return int(self.client.hincrby(self.keys.attempts, candidate_id, 1))
+    def begin(self, candidate_ids: Sequence[str], *, count_attempts: bool) -> TaskStart | None:
+        """One round trip before evaluating: None when the generation is closed, else which
+        candidates already have a result and, with ``count_attempts``, the attempt each starts."""
+        reply = self._begin(
+            keys=[self.keys.state, self.keys.results, self.keys.attempts],
+            args=["1" if count_attempts else "0", *candidate_ids],
+        )
+        if not reply[0]:
+            return None
+        flags = reply[1:]
+        start = TaskStart()
+        for index, candidate_id in enumerate(candidate_ids):
+            done, attempt = flags[2 * index], flags[2 * index + 1]
+            if done:
+                start.recorded.add(candidate_id)
+            elif attempt:
+                start.attempts[candidate_id] = int(attempt)
+        return start
 
     def attempts(self, candidate_ids: Iterable[str]) -> dict[str, int]:
         ids = list(candidate_ids)

@@ -49,12 +49,13 @@ def evaluate(
     Returns only the chunk's size, the same on every delivery, so a duplicate is harmless.
     """
     ledger = _ledger(generation_id)
-    if not ledger.is_open():
+    chunk = [Candidate.model_validate(c) for c in candidates]
+    alone = len(chunk) == 1
+    start = ledger.begin([c.id for c in chunk], count_attempts=alone)
+    if start is None:  # the generation ended (deadline, cancel): skip its queued work
         return {"candidates": len(candidates)}
     header = _header(generation_id)
-    chunk = [Candidate.model_validate(c) for c in candidates]
-    done = ledger.recorded_ids(c.id for c in chunk)
-    todo = [c for c in chunk if c.id not in done]
+    todo = [c for c in chunk if c.id not in start.recorded]
     context = EvaluationContext(
         device=devices.current_device(),
         generation_id=generation_id,
@@ -62,7 +63,7 @@ def evaluate(
         worker=self.request.hostname or socket.gethostname(),
     )
     runner = ChunkRunner(ledger, header, context, from_timestamp(submitted_at))
-    runner.run(todo, alone=len(chunk) == 1)
+    runner.run(todo, attempts=start.attempts if alone else None)
     return {"candidates": len(candidates)}
 
 
@@ -81,7 +82,8 @@ class ChunkRunner:
         self.context = context
         self.submitted_at = submitted_at
 
-    def run(self, candidates: Sequence[Candidate], *, alone: bool) -> None:
+    def run(self, candidates: Sequence[Candidate], *, attempts: dict[str, int] | None) -> None:
+        """Evaluate; ``attempts`` holds a lone candidate's counted attempt (None in a chunk)."""
         evaluator = resolve(self.header.evaluator)
         batch = batch_function(evaluator)
         if batch is not None and len(candidates) > 1:
@@ -89,7 +91,7 @@ class ChunkRunner:
         else:
             leftover = list(candidates)
         for candidate in leftover:
-            attempt = self.ledger.start_attempt(candidate.id) if alone else 1
+            attempt = attempts.get(candidate.id, 1) if attempts is not None else 1
             if attempt > self.header.crash_retries + 1:
                 self._record(candidate, Status.crashed, attempt=attempt - 1, started=None,
                              error=error_info(RuntimeError(
