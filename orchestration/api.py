@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from orchestration.settings import LaunchSettings
 from orchestration.sinks import Sink, open_sink
 from orchestration.submit import create_generation
 from workers.celery_app import make_app
-from workers.contract import GenerationSpec
+from workers.contract import Candidate, GenerationSpec
 from workers.ledger import Ledger
 from workers.redis_client import connect
 
@@ -65,11 +66,14 @@ def launch(
     out: str | Path | None = None,
     fmt: str | None = None,
     on_batch: BatchCallback | None = None,
+    candidates: Iterable[Candidate] | None = None,
 ) -> Generation:
     """Submit ``spec`` and return its running Generation.
 
-    With no broker URL (argument, ``EVOFLEET_BROKER_URL``), a private redis-server and
-    local workers are started and stopped again when the generation ends.
+    ``candidates`` replaces the spec's own list with any iterable (a generator, a
+    ``CandidateFile``), streamed into Redis in batches. With no broker URL (argument,
+    ``EVOFLEET_BROKER_URL``), a private redis-server and local workers are started and
+    stopped again when the generation ends.
     """
     settings = settings or LaunchSettings()
     stack = ExitStack()
@@ -88,7 +92,7 @@ def launch(
             check_broker(url)
         app = launcher_app(url, settings)
         client = connect(settings.result_backend or url)
-        create_generation(app, Ledger(client, spec.id), spec)
+        create_generation(app, Ledger(client, spec.id), spec, candidates)
         generation = Generation(
             app,
             client,

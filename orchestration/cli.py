@@ -19,7 +19,7 @@ from orchestration.generation import CollectorBusy, Generation
 from orchestration.progress import ProgressDisplay, print_summary
 from orchestration.settings import LaunchSettings
 from orchestration.sinks import format_for, open_sink, summary_path, write_summary
-from orchestration.spec_loading import SpecError, load_spec, spec_from_dict
+from orchestration.spec_loading import SpecError, load_generation, spec_from_dict
 from workers.contract import PRIORITIES, EvaluationResult, Status
 from workers.ledger import GenerationNotFound, Ledger
 from workers.redis_client import connect
@@ -125,14 +125,16 @@ def launch_command(
     """Run a generation: against a deployment when a broker is set, else in local mode."""
     _check_output(out, fmt)
     try:
-        spec = load_spec(spec_path)
+        spec, population = load_generation(spec_path)
     except SpecError as exc:
         raise _fail(str(exc)) from None
     settings = _settings(workers, concurrency)
     if not (broker or settings.broker_url) and not quiet:
         err.print("local mode: starting a private redis-server and local worker(s)...")
     try:
-        generation = launch(spec, broker_url=broker, settings=settings, out=out, fmt=fmt)
+        generation = launch(spec, broker_url=broker, settings=settings, out=out, fmt=fmt,
+                            candidates=population)
+        del spec, population  # a large population must not stay alive for the whole run
     except ValueError as exc:  # e.g. the generation id is already in use
         raise _fail(str(exc)) from None
     raise typer.Exit(_run(generation, out, quiet))

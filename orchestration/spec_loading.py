@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from workers.contract import GenerationSpec
+from workers.contract import Candidate, GenerationSpec
 from workers.evaluators import UnknownEvaluator, resolve
 
 
@@ -17,29 +19,73 @@ class SpecError(ValueError):
     """The spec is invalid; the message says where and why, in one paragraph."""
 
 
-def load_spec(path: str | Path, *, check_evaluator: bool = True) -> GenerationSpec:
-    """Read, validate and return the spec at ``path``; raises SpecError."""
+@dataclass(frozen=True)
+class CandidateFile:
+    """A JSONL population, validated once in full, then streamed: never held in memory."""
+
+    path: Path
+    count: int
+
+    def __iter__(self) -> Iterator[Candidate]:
+        with self.path.open() as lines:
+            for line in lines:
+                if line.strip():
+                    yield Candidate.model_validate_json(line)
+
+
+def load_generation(
+    path: str | Path, *, check_evaluator: bool = True
+) -> tuple[GenerationSpec, Iterable[Candidate]]:
+    """Read and validate the spec at ``path``; raises SpecError.
+
+    Returns the spec and its population. A ``.jsonl`` ``candidates_file`` is checked line by
+    line here and comes back as a CandidateFile to stream into Redis (the spec's own
+    ``candidates`` is then empty); otherwise the population is the spec's list.
+    """
     path = Path(path)
     data = _read_document(path)
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the spec must be a mapping (YAML or JSON object)")
     candidates_file = data.pop("candidates_file", None)
-    if candidates_file is not None:
-        if "candidates" in data:
-            raise SpecError(f"{path}: give either candidates or candidates_file, not both")
-        data["candidates"] = _read_candidates(path.parent / str(candidates_file), path)
-    return spec_from_dict(data, source=str(path), check_evaluator=check_evaluator)
+    if candidates_file is None:
+        spec = spec_from_dict(data, source=str(path), check_evaluator=check_evaluator)
+        return spec, spec.candidates
+    if "candidates" in data:
+        raise SpecError(f"{path}: give either candidates or candidates_file, not both")
+    population = path.parent / str(candidates_file)
+    if not population.is_file():
+        raise SpecError(f"{path}: field 'candidates_file': {population} does not exist")
+    if population.suffix != ".jsonl":
+        data["candidates"] = _read_candidate_list(population)
+        spec = spec_from_dict(data, source=str(path), check_evaluator=check_evaluator)
+        return spec, spec.candidates
+    source = CandidateFile(population, _check_candidate_lines(population))
+    spec = spec_from_dict(data, source=str(path), check_evaluator=check_evaluator,
+                          allow_empty=True)
+    return spec, source
+
+
+def load_spec(path: str | Path, *, check_evaluator: bool = True) -> GenerationSpec:
+    """Read and validate the spec at ``path`` with its whole population in memory."""
+    spec, population = load_generation(path, check_evaluator=check_evaluator)
+    if isinstance(population, CandidateFile):
+        spec = spec.model_copy(update={"candidates": list(population)})
+    return spec
 
 
 def spec_from_dict(
-    data: dict[str, Any], *, source: str = "<spec>", check_evaluator: bool = True
+    data: dict[str, Any],
+    *,
+    source: str = "<spec>",
+    check_evaluator: bool = True,
+    allow_empty: bool = False,
 ) -> GenerationSpec:
     """Validate an already parsed spec; raises SpecError."""
     try:
         spec = GenerationSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(_describe(exc, data, source)) from None
-    if not spec.candidates:
+    if not spec.candidates and not allow_empty:
         raise SpecError(f"{source}: the generation has no candidates")
     if check_evaluator:
         try:
@@ -47,6 +93,38 @@ def spec_from_dict(
         except UnknownEvaluator as exc:
             raise SpecError(f"{source}: field 'evaluator': {exc}") from None
     return spec
+
+
+def _check_candidate_lines(path: Path) -> int:
+    """Validate every line of a JSONL population (ids unique); return how many there are."""
+    seen: set[str] = set()
+    with path.open() as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                candidate = Candidate.model_validate_json(line)
+            except ValidationError as exc:
+                raise SpecError(_describe_line(exc, line, path, number)) from None
+            if candidate.id in seen:
+                raise SpecError(f"{path}: line {number}: duplicate candidate id {candidate.id!r}")
+            seen.add(candidate.id)
+    if not seen:
+        raise SpecError(f"{path}: the generation has no candidates")
+    return len(seen)
+
+
+def _describe_line(exc: ValidationError, line: str, path: Path, number: int) -> str:
+    try:
+        candidate_id = json.loads(line).get("id")
+    except (json.JSONDecodeError, AttributeError):
+        return f"{path}: line {number} is not a JSON object"
+    where = f"line {number}" + (f" (id {candidate_id!r})" if candidate_id else "")
+    problems = [
+        f"field '{'.'.join(str(p) for p in error['loc']) or 'candidate'}': {error['msg']}"
+        for error in exc.errors()[:5]
+    ]
+    return f"{path}: {where}: " + "; ".join(problems)
 
 
 def _read_document(path: Path) -> Any:
@@ -64,21 +142,8 @@ def _read_document(path: Path) -> Any:
         raise SpecError(f"{path}: malformed {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from None
 
 
-def _read_candidates(path: Path, spec_path: Path) -> list[Any]:
-    """Candidates from a JSONL file (one per line), or a YAML/JSON list."""
-    if not path.is_file():
-        raise SpecError(f"{spec_path}: field 'candidates_file': {path} does not exist")
-    if path.suffix == ".jsonl":
-        rows = []
-        with path.open() as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise SpecError(f"{path}: line {number} is not JSON: {exc}") from None
-        return rows
+def _read_candidate_list(path: Path) -> list[Any]:
+    """Candidates from a YAML or JSON file holding a list."""
     data = _read_document(path)
     if not isinstance(data, list):
         raise SpecError(f"{path}: a candidates file holds a list of candidates")

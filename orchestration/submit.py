@@ -20,19 +20,20 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from celery import Celery
 
-from workers.contract import Candidate, EvaluationResult, GenerationSpec, Priority
+from workers.contract import PRIORITIES, Candidate, EvaluationResult, GenerationSpec
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK
 from workers.ledger import Ledger
 from workers.redis_client import connect
 
-PRIORITY_ORDER = {p: i for i, p in enumerate(Priority)}
-AUTO_TARGET_S = 0.2  # seconds of evaluation one message should carry under chunk_size=auto
+AUTO_TARGET_S = 1.0  # seconds of evaluation one message carries under chunk_size=auto (a critical
+# arrival waits at most about this long for a busy pool child)
 AUTO_MAX_CHUNK = 512
 AUTO_PROBE = 4  # results to see before auto sizing leaves chunks of one
 PIPELINE_MESSAGES = 500  # messages per Redis round trip
@@ -42,16 +43,14 @@ def group_id_for(generation_id: str) -> str:
     return f"evofleet-{generation_id}"
 
 
-def planned_order(candidates: list[Candidate]) -> list[Candidate]:
-    """Highest priority first, the spec's order within a priority."""
-    return sorted(candidates, key=lambda c: PRIORITY_ORDER[c.priority])
-
-
-def create_generation(app: Celery, ledger: Ledger, spec: GenerationSpec) -> None:
-    """Store the generation and set its chord's size to the candidate count (an upper bound)."""
-    ordered = spec.model_copy(update={"candidates": planned_order(spec.candidates)})
-    ledger.create(ordered, chunk_count=0)
-    app.backend.set_chord_size(group_id_for(spec.id), len(spec.candidates))
+def create_generation(
+    app: Celery, ledger: Ledger, spec: GenerationSpec, candidates: Iterable[Candidate] | None = None
+) -> int:
+    """Store the generation (candidates streamed, one Redis list per priority) and set its
+    chord's size to the candidate count, an upper bound on its header tasks; return the count."""
+    total = ledger.create(spec, candidates)
+    app.backend.set_chord_size(group_id_for(spec.id), total)
+    return total
 
 
 @dataclass
@@ -133,11 +132,15 @@ class Submitter:
         self.total = int(state["total"])
         self.submitted = int(state.get("submitted", 0))
         self.chunks = int(state.get("chunks", 0))
+        # Per priority: how many there are, and the position of the next one to publish.
+        self.totals = {p: int(state.get(f"t_{p}", 0)) for p in PRIORITIES}
+        self.cursor = {p: int(state.get(f"s_{p}", 0)) for p in PRIORITIES}
         body = app.signature(FINALIZE_TASK, args=(self.generation_id,), queue="critical")
         self.group_id = group_id_for(self.generation_id)
         self.messages = TaskMessages(app, body, self.group_id)
         self.broker = self._broker_client()
-        self._buffer: list[Candidate] = []
+        self._buffer: list[Candidate] = []  # fetched, not yet chunked, of _buffer_priority
+        self._buffer_priority: str | None = None
         self._probe_ids: list[str] = []
         self._probing = self.chunk_size == "auto"
 
@@ -168,13 +171,19 @@ class Submitter:
                 if room < min(limit, self.total - queued) and queued > recorded:
                     # Wait for room for a whole chunk: backpressure must not shred chunks.
                     break
-                chunk = self._next_chunk(min(room, limit), queued)
+                chunk = self._next_chunk(min(room, limit))
                 chunks.append(chunk)
                 room -= len(chunk)
                 queued += len(chunk)
             if not chunks:
                 break
-            self._publish(chunks)
+            try:
+                self._publish(chunks)
+            except BaseException:
+                # Nothing of it was committed (one MULTI): take the same candidates next time.
+                self._buffer, self._buffer_priority = [], None
+                self.cursor = self._published_cursor()
+                raise
             published += queued - self.submitted
             self.submitted = queued
             self.chunks += len(chunks)
@@ -202,18 +211,22 @@ class Submitter:
             return self.auto.size(self.total - queued)
         return int(self.chunk_size)
 
-    def _next_chunk(self, limit: int, queued: int) -> list[Candidate]:
-        """The candidates after the first ``queued``: all of one priority, at most ``limit``."""
-        start = queued + len(self._buffer)
-        if len(self._buffer) < limit and start < self.total:
-            stop = min(self.total, start + max(limit, 1000)) - 1
-            self._buffer.extend(self.ledger.candidates(start, stop))
-        first = self._buffer[0].priority
-        size = 1
-        while size < min(limit, len(self._buffer)) and self._buffer[size].priority == first:
-            size += 1
-        chunk, self._buffer = self._buffer[:size], self._buffer[size:]
+    def _next_chunk(self, limit: int) -> list[Candidate]:
+        """The next candidates of the highest priority with any left: at most ``limit``."""
+        priority = next(p for p in PRIORITIES if self.cursor[p] < self.totals[p])
+        if self._buffer_priority != priority:
+            self._buffer, self._buffer_priority = [], priority
+        start = self.cursor[priority] + len(self._buffer)
+        if len(self._buffer) < limit and start < self.totals[priority]:
+            stop = min(self.totals[priority], start + max(limit, 1000)) - 1
+            self._buffer.extend(self.ledger.candidates(priority, start, stop))
+        chunk, self._buffer = self._buffer[:limit], self._buffer[limit:]
+        self.cursor[priority] += len(chunk)
         return chunk
+
+    def _published_cursor(self) -> dict[str, int]:
+        state = self.ledger.state()
+        return {p: int(state.get(f"s_{p}", 0)) for p in PRIORITIES}
 
     def _publish(self, chunks: list[list[Candidate]]) -> None:
         """LPUSH the chunks' messages, trim the chord before its last part, count, in one go."""

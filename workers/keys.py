@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workers.contract import PRIORITIES
+
 EVALUATE_TASK = "evofleet.evaluate"
 FINALIZE_TASK = "evofleet.finalize_generation"
 GENERATIONS_INDEX = "evofleet:generations"
@@ -25,10 +27,9 @@ class GenerationKeys:
         """JSON: the spec without candidates (evaluator, objectives, limits)."""
         return f"{self.prefix}:header"
 
-    @property
-    def candidates(self) -> str:
-        """List of candidate JSON documents, in submission order."""
-        return f"{self.prefix}:candidates"
+    def candidates(self, priority: str) -> str:
+        """List of one priority's candidate JSON documents, in the spec's order."""
+        return f"{self.prefix}:candidates:{priority}"
 
     @property
     def state(self) -> str:
@@ -64,7 +65,7 @@ class GenerationKeys:
         """Every key of the generation, for expiry and deletion."""
         return [
             self.header,
-            self.candidates,
+            *(self.candidates(priority) for priority in PRIORITIES),
             self.state,
             self.results,
             self.stream,

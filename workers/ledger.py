@@ -11,6 +11,7 @@ from typing import Any
 import redis
 
 from workers.contract import (
+    PRIORITIES,
     Candidate,
     EvaluationResult,
     GenerationHeader,
@@ -122,21 +123,32 @@ class Ledger:
         self._release = client.register_script(_RELEASE_SCRIPT)
 
     # -- creating -------------------------------------------------------------
-    def create(self, spec: GenerationSpec, chunk_count: int) -> None:
-        """Store the spec, its candidates and a fresh state; refuses an id already used."""
+    def create(self, spec: GenerationSpec, candidates: Iterable[Candidate] | None = None) -> int:
+        """Store the spec, its candidates (one list per priority) and a fresh state.
+
+        ``candidates`` (default: the spec's own) is streamed in batches, so a population read
+        from a file is never held in memory. Refuses an id already in use; returns the count.
+        """
         if not self.client.hsetnx(self.keys.state, "status", RUNNING):
             raise ValueError(f"generation {spec.id!r} already exists in Redis")
         now = time.time()
+        self.client.set(self.keys.header, json.dumps(spec.header()))
+        totals = dict.fromkeys(PRIORITIES, 0)
+        batch: list[Candidate] = []
+        for candidate in spec.candidates if candidates is None else candidates:
+            batch.append(candidate)
+            if len(batch) == 1000:
+                self._push(batch, totals)
+                batch = []
+        self._push(batch, totals)
+        total = sum(totals.values())
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.header, json.dumps(spec.header()))
-            for start in range(0, len(spec.candidates), 1000):
-                batch = spec.candidates[start : start + 1000]
-                pipe.rpush(self.keys.candidates, *[c.model_dump_json() for c in batch])
             pipe.hset(
                 self.keys.state,
                 mapping={
-                    "total": len(spec.candidates),
-                    "chunks": chunk_count,
+                    "total": total,
+                    **{f"t_{priority}": count for priority, count in totals.items()},
+                    "chunks": 0,
                     "submitted": 0,
                     "recorded": 0,
                     "created_at": now,
@@ -144,6 +156,18 @@ class Ledger:
                 },
             )
             pipe.zadd(GENERATIONS_INDEX, {self.generation_id: now})
+            pipe.execute()
+        return total
+
+    def _push(self, batch: list[Candidate], totals: dict[str, int]) -> None:
+        if not batch:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for priority in PRIORITIES:
+                rows = [c.model_dump_json() for c in batch if c.priority.value == priority]
+                if rows:
+                    pipe.rpush(self.keys.candidates(priority), *rows)
+                    totals[priority] += len(rows)
             pipe.execute()
 
     def exists(self) -> bool:
@@ -155,9 +179,17 @@ class Ledger:
             raise GenerationNotFound(self.generation_id)
         return GenerationHeader.model_validate_json(raw)
 
-    def candidates(self, start: int = 0, stop: int = -1) -> list[Candidate]:
-        raw = self.client.lrange(self.keys.candidates, start, stop)
+    def candidates(self, priority: str, start: int = 0, stop: int = -1) -> list[Candidate]:
+        """One priority's candidates, positions ``start`` to ``stop`` inclusive."""
+        raw = self.client.lrange(self.keys.candidates(priority), start, stop)
         return [Candidate.model_validate_json(item) for item in raw]
+
+    def iter_candidates(self, page: int = 1000) -> Iterator[list[Candidate]]:
+        """Every candidate, highest priority first, a page at a time."""
+        for priority in PRIORITIES:
+            total = int(self.client.llen(self.keys.candidates(priority)))
+            for start in range(0, total, page):
+                yield self.candidates(priority, start, start + page - 1)
 
     # -- recording ------------------------------------------------------------
     def record(self, result: EvaluationResult) -> bool:
@@ -284,9 +316,7 @@ class Ledger:
         header = self.header()
         now = utc_now()
         recorded = 0
-        total = int(self.client.llen(self.keys.candidates))
-        for start in range(0, total, 1000):
-            batch = self.candidates(start, start + 999)
+        for batch in self.iter_candidates():
             done = self.recorded_ids(c.id for c in batch)
             attempts = self.attempts(c.id for c in batch if c.id not in done)
             for candidate in batch:

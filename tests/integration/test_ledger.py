@@ -22,7 +22,7 @@ def result(spec_id: str, candidate_id: str, status: Status) -> EvaluationResult:
 def test_first_result_wins_and_counts_once(redis_client: redis.Redis) -> None:
     spec = make_spec([{"id": "a", "params": {"x": [0.1, 0.2]}}])
     ledger = Ledger(redis_client, spec.id)
-    ledger.create(spec, chunk_count=1)
+    assert ledger.create(spec) == 1
 
     assert ledger.record(result(spec.id, "a", Status.ok)) is True
     assert ledger.record(result(spec.id, "a", Status.crashed)) is False
