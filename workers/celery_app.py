@@ -52,7 +52,8 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         # re-queue would loop forever on a poison candidate.
         "task_reject_on_worker_lost": False,
         "task_acks_on_failure_or_timeout": True,
-        # A re-delivered message whose task already succeeded is not run again.
+        # A re-delivered message whose task already succeeded is not run again (the chord
+        # body; evaluate keeps no Celery result and dedupes through the ledger instead).
         "worker_deduplicate_successful_tasks": True,
         "result_expires": settings.retention_s,
         "result_chord_ordered": True,

@@ -184,7 +184,7 @@ def settle_lost_task(request: Request, exc: BaseException, *, hard_timeout: bool
             losses=losses if len(candidates) == 1 else 0,
         )
     request.task.backend.mark_as_done(
-        request.id, {"candidates": len(candidates)}, request=request._context
+        request.id, {"candidates": len(candidates)}, request=request._context, store_result=False
     )
 
 

@@ -39,7 +39,10 @@ def _header(generation_id: str) -> GenerationHeader:
     return _ledger(generation_id).header()
 
 
-@app.task(name=EVALUATE_TASK, bind=True, Request=EvaluateRequest, acks_late=True)
+# ignore_result: the ledger holds every outcome; Celery's own result key would cost a Redis
+# write and ~300 B kept for result_expires per message. The chord counts parts all the same.
+@app.task(name=EVALUATE_TASK, bind=True, Request=EvaluateRequest, acks_late=True,
+          ignore_result=True)
 def evaluate(
     self: Task, generation_id: str, candidates: list[dict[str, Any]], submitted_at: float
 ) -> dict[str, int]:
