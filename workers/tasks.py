@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Sequence
 from functools import lru_cache
@@ -31,6 +32,12 @@ logger = logging.getLogger(__name__)
 
 
 def _ledger(generation_id: str) -> Ledger:
+    return _process_ledger(generation_id, os.getpid())
+
+
+@lru_cache(maxsize=64)
+def _process_ledger(generation_id: str, pid: int) -> Ledger:
+    """One Ledger (client and scripts) per generation and process: a forked child builds its own."""
     return Ledger(client_for(app.conf.result_backend), generation_id)
 
 
