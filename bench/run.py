@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 import redis  # noqa: E402
 
 from orchestration.api import launch, launcher_app  # noqa: E402
-from orchestration.local_cluster import LocalRedis, LocalWorker  # noqa: E402
+from orchestration.local_cluster import LocalRedis, LocalWorker, stop_process_group  # noqa: E402
 from orchestration.submit import Submitter, create_generation  # noqa: E402
 from workers.contract import GenerationSpec  # noqa: E402
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK  # noqa: E402
@@ -124,12 +124,7 @@ def plain_celery_worker(server: LocalRedis, log_dir: Path) -> Iterator[Any]:
         app.send_task("bench.noop").get(timeout=READY_S)
         yield app
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_process_group(process)
 
 
 def spec_for(n: int, *, evaluator: str = "noop", chunk_size: int | str = 1,
@@ -188,6 +183,8 @@ def throughput(server: LocalRedis, sizes: Sizes, log_dir: Path) -> list[Row]:
             _wait(result.ready, 900, interval_s=0.02)
             assert result.get(timeout=10) == n
             chord_row.values.append(time.perf_counter() - started)
+            result.forget()
+            del result  # its __del__ would otherwise run at interpreter exit, after Redis is gone
     ray_row.values, ray_row.note = _ray(n, sizes.reps)
     for _ in range(sizes.reps):
         started = time.perf_counter()

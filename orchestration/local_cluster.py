@@ -203,15 +203,23 @@ class LocalWorker:
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """Warm shutdown (SIGTERM), then SIGKILL after ``timeout_s``."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is not None:
+            stop_process_group(self.process, timeout_s)
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def stop_process_group(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    """SIGTERM a process started with ``start_new_session``; SIGKILL its group after ``timeout_s``."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 def _project_root() -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from typer.testing import CliRunner
 
 from orchestration.api import launch
 from orchestration.cli import app
-from orchestration.local_cluster import LocalRedis
+from orchestration.local_cluster import LocalRedis, stop_process_group
 from orchestration.worker_cli import list_workers
 from tests.conftest import make_spec, run_spec
 from workers.contract import Candidate, Status
@@ -66,13 +65,7 @@ def evofleet_worker(url: str, hostname: str, *args: str, log: Path) -> Iterator[
         yield process
     finally:
         client.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_process_group(process)
 
 
 def test_dry_run_builds_the_celery_command_line() -> None:
