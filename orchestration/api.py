@@ -133,7 +133,3 @@ def attach(
     generation.claim()
     generation.sinks = _sinks(out, fmt, objectives)
     return generation.start()
-
-
-def client_for_url(url: str) -> redis.Redis:
-    return connect(url)

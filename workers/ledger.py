@@ -278,9 +278,6 @@ class Ledger:
         """False once the generation is complete, partial or cancelled."""
         return self.status() in (RUNNING, None)
 
-    def set_submitted(self, count: int) -> None:
-        self.client.hset(self.keys.state, "submitted", count)
-
     def close(self, status: str) -> str:
         """End the generation with ``status`` unless it already ended; return the end state."""
         assert status in END_STATES
