@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pytest
 import redis
 
 from orchestration.api import launcher_app
@@ -47,21 +49,18 @@ def write_population(tmp_path: Path, rows: list[dict[str, object]]) -> Path:
     return spec
 
 
-def test_jsonl_population_is_checked_line_by_line(tmp_path: Path) -> None:
-    spec_path = write_population(tmp_path, [{"id": "a"}, {"id": "b", "priority": "soon"}])
-    try:
-        load_generation(spec_path)
-    except SpecError as exc:
-        assert "pop.jsonl: line 2 (id 'b'): field 'priority'" in str(exc)
-    else:
-        raise AssertionError("an unknown priority on line 2 was accepted")
-    dup = write_population(tmp_path, [{"id": "a"}, {"id": "a"}])
-    try:
-        load_generation(dup)
-    except SpecError as exc:
-        assert "line 2: duplicate candidate id 'a'" in str(exc)
-    else:
-        raise AssertionError("a duplicate id was accepted")
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([{"id": "a"}, {"id": "b", "priority": "soon"}], "pop.jsonl: line 2 (id 'b'): field 'priority'"),
+        ([{"id": "a"}, {"id": "a"}], "pop.jsonl: line 2: duplicate candidate id 'a'"),
+    ],
+)
+def test_jsonl_population_is_checked_line_by_line(
+    tmp_path: Path, rows: list[dict[str, object]], expected: str
+) -> None:
+    with pytest.raises(SpecError, match=re.escape(expected)):
+        load_generation(write_population(tmp_path, rows))
 
 
 def test_jsonl_population_streams_into_a_generation(
