@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -17,8 +18,11 @@ FAULTY = "tests.fault_evaluators:faulty"
 CRASH_RETRIES = 1
 
 
-def _candidates(log: Path, modes: dict[str, dict[str, object]]) -> list[dict[str, object]]:
-    return [{"id": cid, "params": {"log": str(log), **params}} for cid, params in modes.items()]
+def _faulty_spec(log: Path, modes: dict[str, dict[str, object]], **limits: object) -> Any:
+    """A spec of FAULTY candidates (one per mode, each logging its runs to ``log``)."""
+    candidates = [{"id": cid, "params": {"log": str(log), **params}} for cid, params in modes.items()]
+    fields: dict[str, object] = {"crash_retries": CRASH_RETRIES, "deadline": 60, **limits}
+    return make_spec(candidates, evaluator=FAULTY, objectives={"f": "max"}, **fields)
 
 
 def _pool_children(cluster: Cluster) -> set[int]:
@@ -35,10 +39,7 @@ def test_lost_child_is_retried_then_crashed_and_the_worker_keeps_serving(
         "exiter": {"mode": "exit", "code": 7},
         **{f"ok{i}": {"seconds": 0.05, "value": i} for i in range(6)},
     }
-    spec = make_spec(
-        _candidates(log, modes), evaluator=FAULTY, objectives={"f": "max"},
-        crash_retries=CRASH_RETRIES, soft_time_limit=5, time_limit=6, deadline=60,
-    )
+    spec = _faulty_spec(log, modes, soft_time_limit=5, time_limit=6)
     generation = run_spec(spec, cluster.url, timeout_s=60)
 
     assert generation.wait(0) == "complete"
@@ -80,10 +81,7 @@ def test_a_crash_inside_a_chunk_reruns_the_unfinished_candidates_alone(
     modes: dict[str, dict[str, object]] = {
         "a": {}, "b": {"mode": "kill"}, "c": {}, "d": {},
     }
-    spec = make_spec(
-        _candidates(log, modes), evaluator=FAULTY, objectives={"f": "max"},
-        crash_retries=0, chunk_size=4, soft_time_limit=5, time_limit=6, deadline=60,
-    )
+    spec = _faulty_spec(log, modes, crash_retries=0, chunk_size=4, soft_time_limit=5, time_limit=6)
     generation = run_spec(spec, cluster.url, timeout_s=60)
 
     assert generation.wait(0) == "complete"
@@ -107,10 +105,7 @@ def test_hard_time_limit_becomes_timeout_and_the_child_is_replaced(
         "stuck": {"mode": "hang", "seconds": 30},
         "polite": {"seconds": 0.05},
     }
-    spec = make_spec(
-        _candidates(log, modes), evaluator=FAULTY, objectives={"f": "max"},
-        crash_retries=CRASH_RETRIES, soft_time_limit=1, time_limit=2, deadline=60,
-    )
+    spec = _faulty_spec(log, modes, soft_time_limit=1, time_limit=2)
     generation = run_spec(spec, cluster.url, timeout_s=40)
 
     assert generation.wait(0) == "complete"
