@@ -72,6 +72,7 @@ class Generation:
         self._seen = 0
         self._started = time.monotonic()
         self._cancel_requested = threading.Event()
+        self._open = self.ledger.is_open()  # submit only while running; refreshed every 0.5 s
         self._claimed = False
         self._token = f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
         self.submitter = Submitter(app, self.ledger, self.spec_header)
@@ -181,7 +182,8 @@ class Generation:
         down_since: float | None = None
         while self._seen + len(batch) < self.total:
             try:
-                self.submitter.submit_more(recorded=self._seen + len(batch))
+                if self._open:  # kept current by _check_end_early, not one read per loop
+                    self.submitter.submit_more(recorded=self._seen + len(batch))
                 now = time.monotonic()
                 wait_s = batch_timeout - (now - batch_started) if batch else batch_timeout
                 reply = self._read(last_id, max(1, batch_size - len(batch)), min(wait_s, 0.25))
@@ -239,6 +241,7 @@ class Generation:
         elif time.time() >= deadline_at:
             self._end_early("partial")
         status = self.ledger.status()
+        self._open = status in (RUNNING, None)
         if status not in (RUNNING, None, "complete") and idle_s > STALL_RECORD_S:
             # Closed by someone (cancel command, deadline) who did not finish recording.
             self._record_missing(status)

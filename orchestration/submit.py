@@ -156,7 +156,7 @@ class Submitter:
 
     def submit_more(self, recorded: int) -> int:
         """Publish chunks until the in-flight cap or the end; return candidates published."""
-        if self.done or not self.ledger.is_open():
+        if self.done:
             return 0
         published = 0
         while not self.done:
