@@ -152,9 +152,8 @@ def settle_lost_task(request: Request, exc: BaseException, *, hard_timeout: bool
     attempts = ledger.attempts(c.id for c in unfinished)
     losses = int(request.request_dict.get(LOSSES_HEADER) or 0) + 1
     resend: list[Candidate] = []
-    for candidate in unfinished:
-        if not ledger.is_open():
-            break
+    # A closed generation (deadline, cancel) re-runs nothing; the closer records the rest.
+    for candidate in unfinished if ledger.is_open() else []:
         if len(candidates) > 1:  # a chunk's loss is not charged to its candidates
             resend.append(candidate)
             continue
