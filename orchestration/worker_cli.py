@@ -24,28 +24,42 @@ from workers.redis_client import connect
 console = Console()
 
 
-def detect_gpu_count() -> int:
-    """GPUs on this node, counted without initialising CUDA in this process."""
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=20, check=True,
-            ).stdout
-            return len([line for line in out.splitlines() if line.strip()])
-        except (subprocess.SubprocessError, OSError):
-            return 0
-    return 0
+def detect_gpus() -> list[str] | None:
+    """This node's GPU indices from ``nvidia-smi`` (PCI bus order), without initialising CUDA
+    in this process; None when there is no ``nvidia-smi`` or it fails."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError) as exc:
+        typer.echo(f"warning: nvidia-smi failed ({exc}); GPUs not detected", err=True)
+        return None
+    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def resolve_gpus(spec: str) -> list[str]:
-    """``auto`` (every GPU found), ``N`` (the first N) or ``0,2,3`` (those) -> GPU ids."""
+def resolve_gpus(spec: str, found: list[str] | None) -> list[str]:
+    """``auto`` (every GPU found), ``N`` (the first N) or ``0,2,3`` (those) -> GPU ids.
+
+    ``found`` is what ``detect_gpus`` saw: asking for a GPU that is not there is an error (its
+    child would silently evaluate on the CPU). Without ``nvidia-smi`` ids are taken as given.
+    """
     spec = spec.strip().lower()
     if spec == "auto":
-        return [str(i) for i in range(detect_gpu_count())]
+        return found or []
     if spec.isdigit() and "," not in spec:
-        return [str(i) for i in range(int(spec))]
-    return parse_gpu_list(spec)
+        wanted = [str(i) for i in range(int(spec))]
+    else:
+        wanted = parse_gpu_list(spec)
+    missing = [gpu for gpu in wanted if found is not None and gpu not in found]
+    if missing:
+        raise ValueError(
+            f"GPU {','.join(missing)} not on this node; nvidia-smi lists "
+            f"{','.join(found or []) or 'none'}"
+        )
+    return wanted
 
 
 def parse_queues(value: str) -> list[str]:
@@ -134,7 +148,7 @@ def worker_invocation(
 ) -> tuple[list[str], dict[str, str]]:
     """The celery command line and environment of ``evofleet worker``."""
     try:
-        gpu_ids = resolve_gpus(gpus)
+        gpu_ids = resolve_gpus(gpus, detect_gpus())
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--gpus") from None
     children = len(gpu_ids) or concurrency or os.cpu_count() or 1

@@ -73,6 +73,8 @@ def claim_gpu(**_: Any) -> None:
     index = getattr(current_process(), "index", 0) or 0
     gpu = gpu_for_child(index, parse_gpu_list(configured))
     if gpu is not None:
+        # nvidia-smi numbers GPUs in PCI bus order, CUDA fastest first unless told otherwise.
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
         logger.info("pool child %d claims GPU %s", index, gpu)
     elif configured is not None:
@@ -89,6 +91,9 @@ def current_device() -> Any:
         if torch.cuda.is_available():
             _device = torch.device("cuda", 0)
         else:
+            if os.environ.get("CUDA_VISIBLE_DEVICES"):
+                logger.warning("GPU %s claimed but CUDA is unavailable; evaluating on the CPU",
+                               os.environ["CUDA_VISIBLE_DEVICES"])
             torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
             _device = torch.device("cpu")
     return _device

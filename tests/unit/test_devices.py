@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 from types import SimpleNamespace
 
 import pytest
 from billiard.pool import EX_RECYCLE, Pool
 
+from orchestration.worker_cli import resolve_gpus
 from workers import devices
 from workers.devices import gpu_for_child, is_context_broken, is_out_of_memory, parse_gpu_list
 
@@ -65,6 +67,39 @@ def test_parse_gpu_list() -> None:
         parse_gpu_list("1,1")
     with pytest.raises(ValueError, match="non-negative"):
         parse_gpu_list("0,x")
+
+
+def test_resolve_gpus_checks_the_ids_against_the_node() -> None:
+    found = ["0", "1", "2"]
+    assert resolve_gpus("auto", found) == found
+    assert resolve_gpus("2", found) == ["0", "1"]
+    assert resolve_gpus("0", found) == []  # zero GPUs: a CPU worker
+    assert resolve_gpus("2,0", found) == ["2", "0"]
+    assert resolve_gpus("auto", None) == []  # no nvidia-smi
+    assert resolve_gpus("0,5", None) == ["0", "5"]  # not checkable: taken as given
+    with pytest.raises(ValueError, match="GPU 3 not on this node; nvidia-smi lists 0,1,2"):
+        resolve_gpus("4", found)
+    with pytest.raises(ValueError, match="GPU 7 not on this node"):
+        resolve_gpus("1,7", found)
+    with pytest.raises(ValueError, match="lists none"):
+        resolve_gpus("1", [])
+
+
+@pytest.mark.parametrize(("configured", "index", "visible"),
+                         [("4,7", 1, "7"), ("4,7", 0, "4"), ("", 0, "")])
+def test_claim_gpu_pins_the_child_in_nvidia_smi_order(
+    monkeypatch: pytest.MonkeyPatch, configured: str, index: int, visible: str
+) -> None:
+    import billiard.process
+
+    monkeypatch.setenv(devices.GPUS_ENV, configured)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7")
+    monkeypatch.setattr(billiard.process, "current_process", lambda: SimpleNamespace(index=index))
+    devices.claim_gpu()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == visible  # "" hides every GPU
+    # Without PCI_BUS_ID, CUDA's default (fastest first) can disagree with nvidia-smi's ids.
+    assert os.environ.get("CUDA_DEVICE_ORDER") == ("PCI_BUS_ID" if visible else None)
 
 
 class OutOfMemoryError(RuntimeError):
