@@ -32,9 +32,15 @@ PROBE = "tests.integration.test_worker_cli:probe"
 BROKEN_CUDA = "CUDA error: an illegal memory access was encountered"
 
 
+_HELD: list[bytes] = []
+
+
 def probe(candidate: Candidate, context: EvaluationContext) -> Scores:
-    """Sleeps ``params.seconds``; scores this child's pid and the GPU it claimed (-1: none)."""
+    """Sleeps ``params.seconds``; scores this child's pid and the GPU it claimed (-1: none).
+
+    ``params.hold_mb`` leaks that much resident memory, kept until the child exits."""
     time.sleep(float(candidate.params.get("seconds", 0.0)))
+    _HELD.append(b"\1" * (int(candidate.params.get("hold_mb", 0)) << 20))
     if candidate.params.get("broken"):
         raise RuntimeError(BROKEN_CUDA)
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES") or "-1"
@@ -107,6 +113,23 @@ def test_gpus_auto_falls_back_to_cpu_concurrency() -> None:
     assert f"--concurrency {os.cpu_count()} " in default.output
 
 
+def test_gpus_are_read_from_nvidia_smi_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose ``nvidia-smi`` lists GPUs 0 and 1 (a stand-in script: no GPU here)."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text('#!/bin/sh\n[ "$1" = "--query-gpu=index" ] && printf "0\\n1\\n"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    runner = CliRunner()
+    auto = runner.invoke(app, ["worker", "--gpus", "auto", "--concurrency", "7", "--dry-run"])
+    assert auto.exit_code == 0 and auto.output.startswith("EVOFLEET_GPUS=0,1 ")
+    assert "--concurrency 2 " in auto.output
+    too_many = runner.invoke(app, ["worker", "--gpus", "0,3", "--dry-run"])
+    assert too_many.exit_code == 2
+    assert "GPU 3 not on this node; nvidia-smi lists 0,1" in " ".join(too_many.output.split())
+
+
 @pytest.mark.slow
 def test_auto_worker_on_cpu_serves_a_generation_and_workers_lists_it(
     private_redis: LocalRedis, tmp_path: Path
@@ -173,6 +196,29 @@ def test_children_pinned_to_distinct_gpus_through_recycling(
             if a is not b and overlap:
                 assert a.scores["gpu"] != b.scores["gpu"], (a, b)
     assert {r.device for r in results} == {"cpu"}  # no CUDA here: same code on the CPU
+
+
+@pytest.mark.slow
+def test_child_past_the_memory_limit_is_replaced(private_redis: LocalRedis, tmp_path: Path) -> None:
+    """``--max-memory-per-child``: a child that grew past the limit finishes its candidate and is
+    replaced; below the limit it is kept."""
+    url = private_redis.url
+    log = tmp_path / "worker.log"
+    candidates = [{"id": "light1", "priority": "critical", "params": {}},
+                  {"id": "light2", "priority": "critical", "params": {}},
+                  {"id": "hog", "priority": "high", "params": {"hold_mb": 1200}},
+                  {"id": "after", "priority": "low", "params": {}}]
+    with evofleet_worker(url, "mem@127.0.0.1", "--gpus", "0", "--concurrency", "1",
+                         "--max-memory-per-child", "1000", log=log):
+        spec = probe_spec(candidates)
+        assert run_spec(spec, url, timeout_s=60).wait(0) == "complete"
+    results = {r.candidate_id: r
+               for r in Ledger(redis.Redis.from_url(url), spec.id).iter_results()}  # type: ignore[attr-defined]
+    assert {r.status for r in results.values()} == {Status.ok}
+    pid = {name: r.scores["pid"] for name, r in results.items()}
+    assert pid["light1"] == pid["light2"] == pid["hog"], log.read_text()[-3000:]  # below: kept
+    assert pid["after"] != pid["hog"]
+    assert "exited with" not in log.read_text()  # a recycle, not a crash
 
 
 @pytest.mark.slow
