@@ -1,4 +1,4 @@
-.PHONY: install lint test bench demo
+.PHONY: install lint test bench demo gpu-check
 
 install:
 	python3.11 -m venv .venv && .venv/bin/pip install "torch==2.13.0" -e ".[test]"
@@ -15,3 +15,9 @@ bench:
 
 demo:
 	.venv/bin/evofleet demo
+
+# On a CUDA node: what deploy/README.md's "GPU tests" section asks to paste.
+gpu-check:
+	nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
+	.venv/bin/python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count())"
+	.venv/bin/python -m pytest tests/gpu -m gpu -v -s

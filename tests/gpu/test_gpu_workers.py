@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import string
 import subprocess
 import time
 from collections.abc import Iterator
@@ -42,13 +43,21 @@ def gpu_probe(candidate: Candidate, context: EvaluationContext) -> Scores:
     x = torch.randn(512, 512, device=context.device)
     (x @ x).sum().item()
     time.sleep(float(candidate.params.get("seconds", 0.0)))
-    props = torch.cuda.get_device_properties(context.device)
     return {
         "pid": float(os.getpid()),
         "visible": float(os.environ.get("CUDA_VISIBLE_DEVICES", "-1") or -1),
         "devices_seen": float(torch.cuda.device_count()),
-        "bus": float(props.pci_bus_id * 100 + props.pci_device_id),
+        "bus": physical_gpu(context.device),
     }
+
+
+def physical_gpu(device: torch.device) -> float:
+    """The physical GPU behind ``device`` as a number: its PCI address, else its UUID."""
+    props = torch.cuda.get_device_properties(device)
+    if getattr(props, "pci_bus_id", None) is not None:
+        return float(props.pci_domain_id * 10**6 + props.pci_bus_id * 100 + props.pci_device_id)
+    digits = "".join(c for c in str(props.uuid) if c in string.hexdigits)
+    return float(int(digits[-12:], 16))
 
 
 OBJECTIVES = {"pid": "min", "visible": "min", "devices_seen": "min", "bus": "min"}
