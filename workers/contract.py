@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    field_validator,
+    model_validator,
+)
 
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
 """Queue names, highest first: the order a worker's ``-Q`` list must give them in."""
@@ -69,7 +76,8 @@ class EvaluationResult(BaseModel):
     generation_id: str
     candidate_id: str
     status: Status
-    scores: dict[str, float] = Field(default_factory=dict)
+    # JSON has no NaN or infinity (pydantic would write null, which cannot be read back).
+    scores: dict[str, FiniteFloat] = Field(default_factory=dict)
     error: ErrorInfo | None = None
     attempts: int = 0
     worker: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 from collections.abc import Sequence
@@ -146,6 +147,9 @@ class ChunkRunner:
             problem: Exception | None = TypeError(f"scores are not numbers: {exc}")
         else:
             problem = ValueError(f"no score for objective(s) {missing}") if missing else None
+            not_finite = {name: v for name, v in clean.items() if not math.isfinite(v)}
+            if not_finite and problem is None:
+                problem = ValueError(f"score(s) not finite: {not_finite}")
         if problem is not None:
             self._record(candidate, Status.error, attempt=attempt, started=started,
                          error=error_info(problem))

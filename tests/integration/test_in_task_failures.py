@@ -19,6 +19,8 @@ def test_exception_and_soft_time_limit_become_results(
         {"id": "raises", "params": {"raise": "bad hyper-parameters"}},
         {"id": "slow", "params": {"sleep": 30}},
         {"id": "no-score", "params": {"omit": True}},
+        {"id": "nan-score", "params": {"value": "nan"}},  # a diverged training run
+        {"id": "inf-score", "params": {"value": "-inf"}},
         {"id": "fine-after", "params": {"value": 1.0}},
     ]
     spec = make_spec(candidates, evaluator=EVALUATOR, objectives={"y": "max"},
@@ -39,9 +41,15 @@ def test_exception_and_soft_time_limit_become_results(
     missing = results["no-score"]
     assert missing.status.value == "error" and missing.error is not None
     assert "no score for objective(s) ['y']" in missing.error.message
+    for name in ("nan-score", "inf-score"):  # JSON has no NaN: a null score would be unreadable
+        error = results[name].error
+        assert results[name].status.value == "error" and error is not None
+        assert "score(s) not finite" in error.message and results[name].scores == {}
+    assert "{'y': nan}" in results["nan-score"].error.message  # type: ignore[union-attr]
     assert results["fine-after"].status.value == "ok"
 
     summary = Ledger(redis_client, spec.id).summary()
     assert summary is not None
-    assert summary["counts"] == {"ok": 2, "error": 2, "timeout": 1, "crashed": 0, "cancelled": 0}
-    assert summary["failed"] == {"error": ["no-score", "raises"], "timeout": ["slow"]}
+    assert summary["counts"] == {"ok": 2, "error": 4, "timeout": 1, "crashed": 0, "cancelled": 0}
+    assert summary["failed"] == {"error": ["inf-score", "nan-score", "no-score", "raises"],
+                                 "timeout": ["slow"]}
