@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -78,6 +78,28 @@ def evaluate(
     return {"candidates": len(candidates)}
 
 
+def checked_scores(scores: Scores | float, objectives: Mapping[str, str]) -> dict[str, float]:
+    """An evaluator's return value as finite floats, one per objective; a bare number (a 0-d
+    tensor too) is accepted when there is a single objective. Raises TypeError or ValueError
+    saying why not."""
+    if not isinstance(scores, Mapping):
+        if len(objectives) == 1 and hasattr(scores, "__float__") and not isinstance(scores, bool):
+            scores = {next(iter(objectives)): scores}
+        else:
+            raise TypeError(f"evaluator must return {{objective: number}}, got {type(scores).__name__}")
+    try:
+        clean = {str(name): float(value) for name, value in scores.items()}
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"scores are not numbers: {exc}") from None
+    missing = [name for name in objectives if name not in clean]
+    if missing:
+        raise ValueError(f"no score for objective(s) {missing}")
+    not_finite = {name: value for name, value in clean.items() if not math.isfinite(value)}
+    if not_finite:
+        raise ValueError(f"score(s) not finite: {not_finite}")
+    return clean
+
+
 class ChunkRunner:
     """Evaluates candidates in the pool child and records each result as it finishes."""
 
@@ -137,20 +159,11 @@ class ChunkRunner:
         return []
 
     def _record_scores(
-        self, candidate: Candidate, scores: Scores, attempt: int, started: Any
+        self, candidate: Candidate, scores: Scores | float, attempt: int, started: Any
     ) -> None:
-        missing = [name for name in self.header.objectives if name not in scores]
         try:
-            clean = {name: float(value) for name, value in scores.items()}
-        except (TypeError, ValueError) as exc:
-            missing, clean = [], {}
-            problem: Exception | None = TypeError(f"scores are not numbers: {exc}")
-        else:
-            problem = ValueError(f"no score for objective(s) {missing}") if missing else None
-            not_finite = {name: v for name, v in clean.items() if not math.isfinite(v)}
-            if not_finite and problem is None:
-                problem = ValueError(f"score(s) not finite: {not_finite}")
-        if problem is not None:
+            clean = checked_scores(scores, self.header.objectives)
+        except (TypeError, ValueError) as problem:
             self._record(candidate, Status.error, attempt=attempt, started=started,
                          error=error_info(problem))
             return

@@ -39,3 +39,28 @@ def test_noop_and_sleep_score_every_objective() -> None:
     started = time.monotonic()
     assert sleep(Candidate(id="c", params={"seconds": 0.05}), context()) == {"a": 0.05, "b": 0.05}
     assert time.monotonic() - started >= 0.05
+
+
+def test_checked_scores_accepts_numbers_and_says_what_is_wrong() -> None:
+    import torch
+
+    from workers.tasks import checked_scores
+
+    two = {"a": "max", "b": "min"}
+    assert checked_scores({"a": 1, "b": torch.tensor(0.5), "extra": 3}, two) == {
+        "a": 1.0, "b": 0.5, "extra": 3.0}
+    assert checked_scores(0.25, {"loss": "min"}) == {"loss": 0.25}  # Optuna-style bare number
+    assert checked_scores(torch.tensor(2.0), {"loss": "min"}) == {"loss": 2.0}
+    cases: list[tuple[object, str]] = [
+        (0.25, "must return {objective: number}, got float"),  # two objectives: which one?
+        ([1.0, 2.0], "got list"),
+        ({"a": 1.0}, "no score for objective(s) ['b']"),
+        ({"a": "high", "b": 1.0}, "scores are not numbers"),
+        ({"a": float("nan"), "b": float("inf")}, "score(s) not finite: {'a': nan, 'b': inf}"),
+    ]
+    for returned, message in cases:
+        with pytest.raises((TypeError, ValueError)) as raised:
+            checked_scores(returned, two)  # type: ignore[arg-type]
+        assert message in str(raised.value)
+    with pytest.raises(TypeError):
+        checked_scores(True, {"loss": "min"})
