@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     FiniteFloat,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -50,6 +51,35 @@ def from_timestamp(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
+_JSON_SCALARS = (str, int, type(None))
+
+
+def json_problem(value: Any, path: str) -> str | None:
+    """Why ``value`` does not survive a JSON round trip unchanged (None: it does)."""
+    kind = type(value)
+    if kind is float or isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} is {value}"
+    if kind in _JSON_SCALARS or isinstance(value, _JSON_SCALARS):
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a key that is not a string: {key!r}"
+            if type(item) is not float or not math.isfinite(item):
+                problem = json_problem(item, f"{path}.{key}")
+                if problem:
+                    return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            if type(item) is not float or not math.isfinite(item):
+                problem = json_problem(item, f"{path}[{index}]")
+                if problem:
+                    return problem
+        return None
+    return f"{path} is a {kind.__name__}"
+
+
 class Candidate(BaseModel):
     """One member of a population: what an evaluator scores."""
 
@@ -59,6 +89,15 @@ class Candidate(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="A JSON object.")
     priority: Priority = Priority.normal
     metadata: dict[str, Any] | None = None
+
+    @field_validator("params", "metadata")
+    @classmethod
+    def _plain_json(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        # Otherwise NaN would reach the evaluator as null, and a YAML date as a string.
+        problem = json_problem(value, info.field_name or "")
+        if problem:
+            raise ValueError(f"must be plain JSON: {problem}")
+        return value
 
 
 class ErrorInfo(BaseModel):

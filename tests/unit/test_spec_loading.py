@@ -95,6 +95,17 @@ def test_params_must_be_a_json_object(tmp_path: Path) -> None:
     assert "candidate #1 (id 'c2'), field 'params'" in message
 
 
+@pytest.mark.parametrize(("value", "reason"), [
+    (".nan", "must be plain JSON: params.lr is nan"),
+    ("[1, {when: 2024-01-31}]", "must be plain JSON: params.lr[1].when is a date"),
+])
+def test_params_must_survive_json(tmp_path: Path, value: str, reason: str) -> None:
+    """YAML's NaN and dates have no JSON form: they would reach the evaluator changed."""
+    text = GOOD.replace("params: {x: [0.2, 0.5, 0.9]}", f"params: {{lr: {value}}}")
+    message = error_of(write(tmp_path, text))
+    assert "candidate #1 (id 'c2'), field 'params'" in message and reason in message
+
+
 def test_missing_candidates_file(tmp_path: Path) -> None:
     text = "evaluator: zdt1\nobjectives: {f1: min}\ncandidates_file: nowhere.jsonl\n"
     message = error_of(write(tmp_path, text))
