@@ -24,9 +24,18 @@ from workers.redis_client import connect
 console = Console()
 
 
-def detect_gpus() -> list[str] | None:
-    """This node's GPU indices from ``nvidia-smi`` (PCI bus order), without initialising CUDA
-    in this process; None when there is no ``nvidia-smi`` or it fails."""
+VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
+
+
+def detect_gpus() -> tuple[list[str], str] | None:
+    """The GPUs this node gives us, and where that came from, without initialising CUDA here.
+
+    ``CUDA_VISIBLE_DEVICES``, when set (a scheduler's allocation: SLURM, a container), wins over
+    ``nvidia-smi``, which lists every GPU of the machine. None: neither says anything.
+    """
+    if VISIBLE_ENV in os.environ:
+        value = os.environ[VISIBLE_ENV].strip()
+        return ([] if value in ("", "-1") else parse_gpu_list(value)), VISIBLE_ENV
     if not shutil.which("nvidia-smi"):
         return None
     try:
@@ -37,28 +46,31 @@ def detect_gpus() -> list[str] | None:
     except (subprocess.SubprocessError, OSError) as exc:
         typer.echo(f"warning: nvidia-smi failed ({exc}); GPUs not detected", err=True)
         return None
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    return [line.strip() for line in out.splitlines() if line.strip()], "nvidia-smi"
 
 
-def resolve_gpus(spec: str, found: list[str] | None) -> list[str]:
-    """``auto`` (every GPU found), ``N`` (the first N) or ``0,2,3`` (those) -> GPU ids.
+def resolve_gpus(spec: str, detected: tuple[list[str], str] | None) -> list[str]:
+    """``auto`` (every GPU detected), ``N`` (the first N) or ``0,2,3`` (those) -> GPU ids.
 
-    ``found`` is what ``detect_gpus`` saw: asking for a GPU that is not there is an error (its
-    child would silently evaluate on the CPU). Without ``nvidia-smi`` ids are taken as given.
+    Asking for a GPU that ``detect_gpus`` did not find is an error (its child would silently
+    evaluate on the CPU). When nothing was detected, ids are taken as given.
     """
-    spec = spec.strip().lower()
-    if spec == "auto":
+    found, source = detected if detected is not None else (None, "")
+    have = ",".join(found or []) or "none"
+    spec = spec.strip()
+    if spec.lower() == "auto":
         return found or []
-    if spec.isdigit() and "," not in spec:
-        wanted = [str(i) for i in range(int(spec))]
-    else:
-        wanted = parse_gpu_list(spec)
+    if spec.isdigit():
+        count = int(spec)
+        if found is None:
+            return [str(i) for i in range(count)]
+        if count > len(found):
+            raise ValueError(f"--gpus {count} asks for {count} GPUs; {source} lists {have}")
+        return found[:count]
+    wanted = parse_gpu_list(spec)
     missing = [gpu for gpu in wanted if found is not None and gpu not in found]
     if missing:
-        raise ValueError(
-            f"GPU {','.join(missing)} not on this node; nvidia-smi lists "
-            f"{','.join(found or []) or 'none'}"
-        )
+        raise ValueError(f"GPU {','.join(missing)} not on this node; {source} lists {have}")
     return wanted
 
 
@@ -78,7 +90,11 @@ def register(app: typer.Typer) -> None:
     def worker(
         gpus: Annotated[
             str,
-            typer.Option(help="auto (all found), N (the first N), or ids: 0,2,3 (one id: '3,')."),
+            typer.Option(help=(
+                "auto: every GPU in CUDA_VISIBLE_DEVICES if set (a scheduler's allocation), "
+                "else every GPU nvidia-smi lists; N: the first N of those; or ids: 0,2,3 or "
+                "GPU-/MIG- UUIDs (a single index: '3,'). 0: a CPU worker."
+            )),
         ] = "auto",
         queues: Annotated[
             str, typer.Option(help="Queues to consume, drained highest priority first.")

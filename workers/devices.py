@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,14 +33,22 @@ _BROKEN_CONTEXT_MARKERS = (
 )
 
 
+_GPU_ID = re.compile(r"\d+|(GPU|MIG)-[0-9A-Za-z/-]+")
+
+
 def parse_gpu_list(value: str | None) -> list[str]:
-    """``"0,2,3"`` -> ``["0", "2", "3"]``; empty, ``none`` or ``cpu`` -> no GPU."""
+    """``"0,2,3"`` -> ``["0", "2", "3"]``; empty, ``none`` or ``cpu`` -> no GPU.
+
+    Ids are indices or UUIDs (``GPU-...``, ``MIG-...``), as ``CUDA_VISIBLE_DEVICES`` takes them.
+    """
     if not value or value.strip().lower() in ("none", "cpu", ""):
         return []
     ids = [part.strip() for part in value.split(",") if part.strip()]
     for gpu in ids:
-        if not gpu.isdigit():
-            raise ValueError(f"GPU ids must be non-negative integers, got {gpu!r} in {value!r}")
+        if not _GPU_ID.fullmatch(gpu):
+            raise ValueError(
+                f"GPU ids are indices (0, 1, ...) or UUIDs (GPU-..., MIG-...); got {gpu!r} in {value!r}"
+            )
     if len(set(ids)) != len(ids):
         raise ValueError(f"GPU ids must not repeat: {value!r}")
     return ids

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import torch
 from typer.testing import CliRunner
 
 from orchestration.api import launch
@@ -53,9 +54,15 @@ def probe_spec(candidates: list[dict[str, object]], **fields: object) -> object:
 
 
 @contextmanager
-def evofleet_worker(url: str, hostname: str, *args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``evofleet worker ... --broker URL`` as a subprocess, ready to consume; stopped after."""
+def evofleet_worker(
+    url: str, hostname: str, *args: str, log: Path, visible: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``evofleet worker ... --broker URL`` as a subprocess, ready to consume; stopped after.
+
+    ``visible``: the worker's CUDA_VISIBLE_DEVICES ("" hides a real GPU from a CPU test)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVOFLEET_")}
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
     with log.open("ab") as out:
         process = subprocess.Popen(
             [EVOFLEET, "worker", "--broker", url, "--hostname", hostname, *args],
@@ -74,7 +81,8 @@ def evofleet_worker(url: str, hostname: str, *args: str, log: Path) -> Iterator[
         stop_process_group(process)
 
 
-def test_dry_run_builds_the_celery_command_line() -> None:
+def test_dry_run_builds_the_celery_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")  # a node with four GPUs
     runner = CliRunner()
     result = runner.invoke(app, [
         "worker", "--gpus", "0,2", "--queues", "low,critical", "--max-tasks-per-child", "5",
@@ -101,7 +109,8 @@ def test_dry_run_builds_the_celery_command_line() -> None:
     assert bad.exit_code == 2 and "repeat" in bad.output
 
 
-def test_gpus_auto_falls_back_to_cpu_concurrency() -> None:
+def test_gpus_auto_falls_back_to_cpu_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     runner = CliRunner()
     with_flag = runner.invoke(app, ["worker", "--gpus", "auto", "--concurrency", "3", "--dry-run"])
     default = runner.invoke(app, ["worker", "--dry-run"])
@@ -121,6 +130,7 @@ def test_gpus_are_read_from_nvidia_smi_and_checked(
     fake.write_text('#!/bin/sh\n[ "$1" = "--query-gpu=index" ] && printf "0\\n1\\n"\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     runner = CliRunner()
     auto = runner.invoke(app, ["worker", "--gpus", "auto", "--concurrency", "7", "--dry-run"])
     assert auto.exit_code == 0 and auto.output.startswith("EVOFLEET_GPUS=0,1 ")
@@ -128,6 +138,9 @@ def test_gpus_are_read_from_nvidia_smi_and_checked(
     too_many = runner.invoke(app, ["worker", "--gpus", "0,3", "--dry-run"])
     assert too_many.exit_code == 2
     assert "GPU 3 not on this node; nvidia-smi lists 0,1" in " ".join(too_many.output.split())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # a scheduler gave this job GPU 1 only
+    allotted = runner.invoke(app, ["worker", "--dry-run"])
+    assert allotted.exit_code == 0 and allotted.output.startswith("EVOFLEET_GPUS=1 ")
 
 
 @pytest.mark.slow
@@ -138,7 +151,7 @@ def test_auto_worker_on_cpu_serves_a_generation_and_workers_lists_it(
     hostname = "cpu-node@127.0.0.1"
     candidates = [{"id": f"c{i}", "params": {"seconds": 1.0}} for i in range(6)]
     with evofleet_worker(url, hostname, "--gpus", "auto", "--concurrency", "2",
-                         log=tmp_path / "worker.log"):
+                         log=tmp_path / "worker.log", visible=""):
         spec = probe_spec(candidates)
         generation = launch(spec, broker_url=url)  # type: ignore[arg-type]
         running: list[str] = []
@@ -177,7 +190,7 @@ def test_children_pinned_to_distinct_gpus_through_recycling(
     children replaced after 2 tasks take over the freed id; overlapping runs never share one."""
     url = private_redis.url
     with evofleet_worker(url, "pin@127.0.0.1", "--gpus", "0,1", "--max-tasks-per-child", "2",
-                         log=tmp_path / "worker.log"):
+                         log=tmp_path / "worker.log", visible="0,1"):
         spec = probe_spec([{"id": f"c{i}", "params": {"seconds": 0.3}} for i in range(10)])
         generation = run_spec(spec, url, timeout_s=90)
         assert generation.wait(0) == "complete"
@@ -195,7 +208,8 @@ def test_children_pinned_to_distinct_gpus_through_recycling(
             overlap = a.started_at < b.finished_at and b.started_at < a.finished_at
             if a is not b and overlap:
                 assert a.scores["gpu"] != b.scores["gpu"], (a, b)
-    assert {r.device for r in results} == {"cpu"}  # no CUDA here: same code on the CPU
+    if not torch.cuda.is_available():
+        assert {r.device for r in results} == {"cpu"}  # no CUDA here: same code on the CPU
 
 
 @pytest.mark.slow
@@ -237,7 +251,7 @@ def test_broken_cuda_context_replaces_the_child_and_counts_once(
     candidates += [{"id": f"low{i}", "priority": "low", "params": {"seconds": 0.2}}
                    for i in range(2)]
     with evofleet_worker(url, "broken@127.0.0.1", "--gpus", "auto", "--concurrency", "1",
-                         log=log):
+                         log=log, visible=""):
         spec = probe_spec(candidates, chunk_size=chunk_size)
         generation = run_spec(spec, url, timeout_s=60)
         assert generation.wait(0) == "complete"

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from billiard.pool import EX_RECYCLE, Pool
 
-from orchestration.worker_cli import resolve_gpus
+from orchestration.worker_cli import detect_gpus, resolve_gpus
 from workers import devices
 from workers.devices import gpu_for_child, is_context_broken, is_out_of_memory, parse_gpu_list
 
@@ -65,24 +65,45 @@ def test_parse_gpu_list() -> None:
     assert parse_gpu_list(None) == [] and parse_gpu_list("") == [] and parse_gpu_list("cpu") == []
     with pytest.raises(ValueError, match="repeat"):
         parse_gpu_list("1,1")
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match=r"indices .* or UUIDs"):
         parse_gpu_list("0,x")
+    with pytest.raises(ValueError, match="indices"):
+        parse_gpu_list("-1")
 
 
 def test_resolve_gpus_checks_the_ids_against_the_node() -> None:
-    found = ["0", "1", "2"]
-    assert resolve_gpus("auto", found) == found
-    assert resolve_gpus("2", found) == ["0", "1"]
-    assert resolve_gpus("0", found) == []  # zero GPUs: a CPU worker
-    assert resolve_gpus("2,0", found) == ["2", "0"]
-    assert resolve_gpus("auto", None) == []  # no nvidia-smi
+    smi = (["0", "1", "2"], "nvidia-smi")
+    assert resolve_gpus("auto", smi) == ["0", "1", "2"]
+    assert resolve_gpus("2", smi) == ["0", "1"]
+    assert resolve_gpus("0", smi) == []  # zero GPUs: a CPU worker
+    assert resolve_gpus("2,0", smi) == ["2", "0"]
+    assert resolve_gpus("auto", None) == []  # nothing detected
     assert resolve_gpus("0,5", None) == ["0", "5"]  # not checkable: taken as given
-    with pytest.raises(ValueError, match="GPU 3 not on this node; nvidia-smi lists 0,1,2"):
-        resolve_gpus("4", found)
-    with pytest.raises(ValueError, match="GPU 7 not on this node"):
-        resolve_gpus("1,7", found)
+    with pytest.raises(ValueError, match="--gpus 4 asks for 4 GPUs; nvidia-smi lists 0,1,2"):
+        resolve_gpus("4", smi)
+    with pytest.raises(ValueError, match="GPU 7 not on this node; nvidia-smi lists 0,1,2"):
+        resolve_gpus("1,7", smi)
     with pytest.raises(ValueError, match="lists none"):
-        resolve_gpus("1", [])
+        resolve_gpus("1", ([], "nvidia-smi"))
+
+
+def test_a_schedulers_cuda_visible_devices_wins_over_nvidia_smi(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SLURM or a container hands this job GPUs 2 and 3 of an 8-GPU machine: auto takes those."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    detected = detect_gpus()
+    assert detected == (["2", "3"], "CUDA_VISIBLE_DEVICES")
+    assert resolve_gpus("auto", detected) == ["2", "3"]
+    assert resolve_gpus("1", detected) == ["2"]
+    with pytest.raises(ValueError, match="GPU 0 not on this node; CUDA_VISIBLE_DEVICES lists 2,3"):
+        resolve_gpus("0,3", detected)
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert detect_gpus() == ([], "CUDA_VISIBLE_DEVICES")
+    mig = "MIG-4b1c2d3e-aaaa-bbbb-cccc-0123456789ab,GPU-0f0e0d0c-1111-2222-3333-444455556666"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", mig)
+    assert resolve_gpus("auto", detect_gpus()) == mig.split(",")  # UUIDs pin a child too
 
 
 @pytest.mark.parametrize(("configured", "index", "visible"),
