@@ -19,6 +19,7 @@ from orchestration.local_cluster import LocalRedis
 from tests.conftest import make_spec, run_spec
 from tests.integration.test_worker_cli import evofleet_worker
 from workers.contract import Candidate, Status
+from workers.devices import GPUS_ENV
 from workers.evaluators import EvaluationContext, Scores
 from workers.ledger import Ledger
 
@@ -45,7 +46,8 @@ def gpu_probe(candidate: Candidate, context: EvaluationContext) -> Scores:
     time.sleep(float(candidate.params.get("seconds", 0.0)))
     return {
         "pid": float(os.getpid()),
-        "visible": float(os.environ.get("CUDA_VISIBLE_DEVICES", "-1") or -1),
+        # Which of the worker's GPUs (EVOFLEET_GPUS, ids or UUIDs) this child claimed.
+        "slot": float(os.environ[GPUS_ENV].split(",").index(os.environ["CUDA_VISIBLE_DEVICES"])),
         "devices_seen": float(torch.cuda.device_count()),
         "bus": physical_gpu(context.device),
     }
@@ -60,7 +62,7 @@ def physical_gpu(device: torch.device) -> float:
     return float(int(digits[-12:], 16))
 
 
-OBJECTIVES = {"pid": "min", "visible": "min", "devices_seen": "min", "bus": "min"}
+OBJECTIVES = {"pid": "min", "slot": "min", "devices_seen": "min", "bus": "min"}
 
 
 def compute_app_pids() -> set[int]:
@@ -89,7 +91,7 @@ def test_each_child_owns_one_gpu_and_the_parent_never_touches_cuda(gpu_worker: G
     assert {r.status for r in results} == {Status.ok}
     assert {r.device for r in results} == {"cuda:0"}  # each child sees only its own GPU
     assert {r.scores["devices_seen"] for r in results} == {1.0}
-    assert {r.scores["visible"] for r in results} == {float(i) for i in range(GPU_COUNT)}
+    assert {r.scores["slot"] for r in results} == {float(i) for i in range(GPU_COUNT)}
     bus_of_pid: dict[float, set[float]] = {}
     for r in results:
         bus_of_pid.setdefault(r.scores["pid"], set()).add(r.scores["bus"])
