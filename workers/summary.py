@@ -34,14 +34,14 @@ class ParetoFront:
             return
         if any(math.isnan(v) for v in point):
             return
-        for other, _, _ in self.members:
-            if dominates(other, point) or other == point:
-                return
+        # Equal points stay: neither dominates, and which one was recorded first is chance.
+        if any(dominates(other, point) for other, _, _ in self.members):
+            return
         self.members = [m for m in self.members if not dominates(point, m[0])]
         self.members.append((point, candidate_id, dict(scores)))
 
     def as_list(self) -> list[dict[str, Any]]:
-        ordered = sorted(self.members, key=lambda m: m[0])
+        ordered = sorted(self.members, key=lambda m: (m[0], m[1]))
         return [{"candidate_id": cid, "scores": scores} for _, cid, scores in ordered]
 
 

@@ -51,14 +51,14 @@ def test_pareto_front_of_a_known_set_with_mixed_directions() -> None:
         "c": {"acc": 0.5, "cost": 1.0},
         "d": {"acc": 0.7, "cost": 6.0},  # dominated by b
         "e": {"acc": 0.5, "cost": 2.0},  # dominated by c
-        "f": {"acc": 0.9, "cost": 10.0},  # a duplicate of a: not added twice
+        "f": {"acc": 0.9, "cost": 10.0},  # ties with a: both are on the front (as in Optuna)
         "g": {"acc": float("nan"), "cost": 0.0},  # NaN is ignored
         "h": {"cost": 0.0},  # a missing objective is ignored
     }
     front = ParetoFront({"acc": "max", "cost": "min"})
     for cid, scores in points.items():
         front.add(cid, scores)
-    assert sorted(m["candidate_id"] for m in front.as_list()) == ["a", "b", "c"]
+    assert [m["candidate_id"] for m in front.as_list()] == ["a", "f", "b", "c"]
 
 
 def test_pareto_front_drops_members_a_later_point_dominates() -> None:
