@@ -22,7 +22,7 @@ from workers.contract import (
     from_timestamp,
     utc_now,
 )
-from workers.evaluators import EvaluationContext, Scores, batch_function, resolve
+from workers.evaluators import EvaluationContext, Scores, UnknownEvaluator, batch_function, resolve
 from workers.failures import EvaluateRequest, error_info, soft_time_limit, status_of
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK
 from workers.ledger import Ledger
@@ -117,7 +117,11 @@ class ChunkRunner:
 
     def run(self, candidates: Sequence[Candidate], *, attempts: dict[str, int] | None) -> None:
         """Evaluate; ``attempts`` holds a lone candidate's counted attempt (None in a chunk)."""
-        evaluator = resolve(self.header.evaluator)
+        try:
+            evaluator = resolve(self.header.evaluator)
+        except Exception as exc:  # the launcher could import it, this worker cannot
+            self._record_unloadable(candidates, exc, attempts)
+            return
         batch = batch_function(evaluator)
         if batch is not None and len(candidates) > 1:
             leftover = self._run_batch(batch, candidates)
@@ -142,6 +146,24 @@ class ChunkRunner:
                 devices.after_failure(exc)
             finally:
                 devices.release_memory()
+
+    def _record_unloadable(
+        self, candidates: Sequence[Candidate], exc: Exception, attempts: dict[str, int] | None
+    ) -> None:
+        """Record an ``error`` for each candidate: the evaluator does not load on this worker.
+
+        Not retried: nothing routes a retry to a worker that can import it, so it could come back here.
+        """
+        name = self.header.evaluator
+        reason = str(exc).removeprefix(f"evaluator {name!r}: ")
+        if not isinstance(exc, UnknownEvaluator):
+            reason = f"{type(exc).__name__}: {reason}"
+        message = f"evaluator {name!r} cannot be loaded on worker {self.context.worker}: {reason}"
+        logger.error("%s; recording error for %d candidate(s)", message, len(candidates))
+        for candidate in candidates:
+            attempt = attempts.get(candidate.id, 1) if attempts is not None else 1
+            self._record(candidate, Status.error, attempt=attempt, started=None,
+                         error=error_info(UnknownEvaluator(message)))
 
     def _run_batch(self, batch: Any, candidates: Sequence[Candidate]) -> list[Candidate]:
         """Score all in one call; on an exception, fall back to one by one."""

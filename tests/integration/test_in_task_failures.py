@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
+import pytest
 import redis
 
 from orchestration.local_cluster import LocalWorker
@@ -53,3 +57,27 @@ def test_exception_and_soft_time_limit_become_results(
     assert summary["counts"] == {"ok": 2, "error": 4, "timeout": 1, "crashed": 0, "cancelled": 0}
     assert summary["failed"] == {"error": ["inf-score", "nan-score", "no-score", "raises"],
                                  "timeout": ["slow"]}
+
+
+def test_evaluator_the_worker_cannot_import_is_an_error_per_candidate(
+    redis_url: str, session_worker: LocalWorker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The launcher (this process) imports it from tmp_path; the worker, started before, cannot.
+    module = f"evofleet_launcher_only_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text("def evaluate(candidate, context):\n    return 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    candidates = [{"id": f"c{i}", "priority": p} for i, p in enumerate(["normal", "normal", "high"])]
+    spec = make_spec(candidates, evaluator=f"{module}:evaluate", objectives={"y": "max"})
+    generation = run_spec(spec, redis_url, timeout_s=60)
+
+    assert generation.wait(0) == "complete"  # no hang until the deadline
+    expected = (
+        f"evaluator '{module}:evaluate' cannot be loaded on worker {session_worker.hostname}: "
+        f"module '{module}' does not import (ModuleNotFoundError: No module named '{module}')"
+    )
+    results = generation.results()
+    assert sorted(r.candidate_id for r in results) == ["c0", "c1", "c2"]
+    for result in results:
+        assert result.status.value == "error" and result.error is not None
+        assert (result.error.type, result.error.message) == ("UnknownEvaluator", expected)
+        assert result.attempts == 1 and result.worker == session_worker.hostname

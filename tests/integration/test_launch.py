@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
+import pytest
 import redis
 
+from orchestration.api import launch
 from orchestration.local_cluster import LocalWorker
+from orchestration.settings import LaunchSettings
 from tests.conftest import make_spec, run_spec
 from workers.ledger import Ledger
 
@@ -40,3 +44,25 @@ def test_generation_completes_with_one_result_per_candidate(
     assert ledger.status() == "complete"
     summary = ledger.summary()
     assert summary is not None and summary["counts"]["ok"] == 20
+
+
+def test_local_worker_imports_evaluators_from_the_launch_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `evofleet launch` in a project directory with ./<module>.py: local workers import it too.
+    module = f"evofleet_local_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text(
+        "import os\n\ndef evaluate(candidate, context):\n    return {'y': float(len(os.getcwd()))}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the launcher's side, as the console script does
+    spec = make_spec([{"id": "a"}, {"id": "b"}], evaluator=f"{module}:evaluate",
+                     objectives={"y": "max"})
+    settings = LaunchSettings(broker_url=None, local_workers=1, local_concurrency=1)
+    out = tmp_path / "results.jsonl"
+    generation = launch(spec, settings=settings, out=out)
+
+    assert generation.wait(60) == "complete"  # the local cluster is gone: read the output file
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["status"] for row in rows] == ["ok", "ok"], rows
+    assert {row["scores"]["y"] for row in rows} == {float(len(str(tmp_path)))}  # ran in tmp_path
