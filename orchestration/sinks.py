@@ -42,6 +42,25 @@ def format_for(path: str | Path, explicit: str | None = None) -> str:
     return fmt
 
 
+def check_output(path: str | Path, explicit: str | None = None) -> str:
+    """The format of an output file that can be written, checked before anything is submitted;
+    raises ValueError saying what is wrong (the format, a directory, no permission)."""
+    path = Path(path)
+    if explicit is not None and explicit.lower() not in (*FORMATS, "json"):
+        raise ValueError(f"unknown output format {explicit!r}: use --format {'|'.join(FORMATS)}")
+    fmt = format_for(path, explicit)
+    if path.is_dir():
+        raise ValueError(f"cannot write results to {str(path)!r}: it is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot write results to {str(path)!r}: {exc.strerror or exc}") from None
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        raise ValueError(f"cannot write results to {str(path)!r}: {str(target)!r} is not writable")
+    return fmt
+
+
 def score_column(name: str) -> str:
     return f"score.{name}" if name in _FIXED_COLUMNS else name
 

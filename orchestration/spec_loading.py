@@ -54,7 +54,8 @@ def load_generation(
         raise SpecError(f"{path}: give either candidates or candidates_file, not both")
     population = path.parent / str(candidates_file)
     if not population.is_file():
-        raise SpecError(f"{path}: field 'candidates_file': {population} does not exist")
+        what = "is not a file" if population.exists() else "does not exist"
+        raise SpecError(f"{path}: field 'candidates_file': {population} {what}")
     if population.suffix != ".jsonl":
         data["candidates"] = _read_candidate_list(population)
         spec = spec_from_dict(data, source=str(path), check_evaluator=check_evaluator)

@@ -25,6 +25,7 @@ console = Console()
 
 
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
+DEFAULT_BROKER = "redis://localhost:6379/0"  # as Celery's own Redis default
 
 
 def detect_gpus() -> tuple[list[str], str] | None:
@@ -100,17 +101,20 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="Queues to consume, drained highest priority first.")
         ] = ",".join(PRIORITIES),
         concurrency: Annotated[
-            int | None, typer.Option(help="Pool children without GPUs (default: CPU cores).")
+            int | None, typer.Option(min=1, help="Pool children without GPUs (default: CPU cores).")
         ] = None,
         max_tasks_per_child: Annotated[
-            int | None, typer.Option(help="Recycle a pool child after K tasks.")
+            int | None, typer.Option(min=1, help="Recycle a pool child after K tasks.")
         ] = None,
         max_memory_per_child: Annotated[
-            int | None, typer.Option(help="Recycle a pool child past this many MB resident.")
+            int | None, typer.Option(min=1, help="Recycle a pool child past this many MB resident.")
         ] = None,
         hostname: Annotated[str | None, typer.Option(help="Worker node name.")] = None,
         loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
-        broker: Annotated[str | None, typer.Option(help="Redis URL; default $EVOFLEET_BROKER_URL.")] = None,
+        broker: Annotated[
+            str | None,
+            typer.Option(help="Redis URL; default $EVOFLEET_BROKER_URL, else redis://localhost:6379/0."),
+        ] = None,
         dry_run: Annotated[bool, typer.Option(help="Print the celery command and exit.")] = False,
     ) -> None:
         """Start this node's celery worker: one pool child per GPU (CPU: one per core)."""
@@ -123,7 +127,10 @@ def register(app: typer.Typer) -> None:
         if dry_run:  # plain echo: one line, never wrapped, easy to paste into a unit file
             typer.echo(f"{GPUS_ENV}={env[GPUS_ENV]} " + shlex.join(command))
             return
-        _refuse_wrong_password(env.get("EVOFLEET_BROKER_URL"))
+        if not env.get("EVOFLEET_BROKER_URL"):
+            env["EVOFLEET_BROKER_URL"] = DEFAULT_BROKER
+            typer.echo(f"note: no --broker or EVOFLEET_BROKER_URL; using {DEFAULT_BROKER}", err=True)
+        _refuse_wrong_password(env["EVOFLEET_BROKER_URL"])
         os.execvpe(command[0], command, env)
 
     @app.command()
@@ -180,14 +187,12 @@ def worker_invocation(
     return command, {**os.environ, GPUS_ENV: ",".join(gpu_ids)}
 
 
-def _refuse_wrong_password(url: str | None) -> None:
-    """Exit 2 at once on rejected credentials; a Redis that is merely down is waited for."""
-    if not url:
-        return
+def _refuse_wrong_password(url: str) -> None:
+    """Exit 2 at once on rejected credentials or a bad URL; a Redis merely down is waited for."""
     try:
         check_broker(url)
     except BrokerUnreachable as exc:
-        if "credentials" in str(exc):
+        if "credentials" in str(exc) or "not a Redis URL" in str(exc):
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         # Not up yet (systemd ordering, a restart): celery retries the connection itself.
@@ -217,7 +222,8 @@ def list_workers(url: str, timeout_s: float = 2.0) -> list[dict[str, Any]]:
                 "hostname": hostname,
                 "gpus": presence.get("gpus", []),
                 "children": len(info.get("pool", {}).get("processes", [])),
-                "tasks_done": sum(info.get("total", {}).values()),
+                # Celery's total counts tasks taken, the running ones included.
+                "tasks_done": sum(info.get("total", {}).values()) - len(running),
                 "running": running,
             }
         )

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socketserver
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 
-from orchestration.local_cluster import LocalWorker
+from orchestration.local_cluster import LocalRedis, LocalWorker
+from workers.keys import GenerationKeys
 
 SPEC = """
 id: {gen_id}
@@ -27,18 +34,21 @@ candidates:
 """
 
 
-def evofleet(
-    *args: str, broker: str | None, cwd: Path, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
+def cli_env(broker: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVOFLEET_")}
     if broker:
         env["EVOFLEET_BROKER_URL"] = broker
-    root = Path(__file__).resolve().parents[2]
-    env["PYTHONPATH"] = str(root)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     env["COLUMNS"] = "160"
+    return {**env, **extra}
+
+
+def evofleet(
+    *args: str, broker: str | None, cwd: Path, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "orchestration.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
+        [sys.executable, "-m", "orchestration.console", *args],
+        capture_output=True, text=True, timeout=timeout, env=cli_env(broker, **env), cwd=cwd,
     )
 
 
@@ -132,3 +142,136 @@ def test_help_explains_every_command(tmp_path: Path) -> None:
         assert command in done.stdout
     launch_help = evofleet("launch", "--help", broker=None, cwd=tmp_path)
     assert "--broker" in launch_help.stdout and "local mode" in launch_help.stdout
+
+
+@pytest.fixture
+def not_redis() -> Iterator[str]:
+    """A TCP server that answers like a web server, not like Redis."""
+    server = socketserver.TCPServer(("127.0.0.1", 0), HttpLike)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"redis://127.0.0.1:{server.server_address[1]}/0"
+    server.shutdown()
+    server.server_close()
+
+
+class HttpLike(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        self.rfile.readline()
+        self.wfile.write(b"<html>not redis</html>\r\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["demo", "--broker", "redis://127.0.0.1:1/0"], {}, "cannot reach Redis at redis://127.0.0.1:1/0"),
+        (["status", "g", "--broker", "notaurl"], {}, "not a Redis URL: 'notaurl'"),
+        (["status", "g", "--broker", "NOT_REDIS"], {}, "did not answer like Redis"),
+        (["demo"], {"EVOFLEET_LOCAL_WORKERS": "abc"}, "invalid setting EVOFLEET_LOCAL_WORKERS='abc'"),
+        (["status", "g", "--broker", "notaurl"], {"EVOFLEET_VISIBILITY_TIMEOUT_S": "-3"},
+         "invalid setting EVOFLEET_VISIBILITY_TIMEOUT_S='-3': Input should be greater than 0"),
+        (["demo"], {"EVOFLEET_REDIS_SERVER": "/nonexistent"}, "(EVOFLEET_REDIS_SERVER) is not"),
+        (["demo"], {"EVOFLEET_REDIS_SERVER": "/bin/false"}, "redis-server /bin/false exited"),
+        (["demo", "--out", "adir.jsonl"], {}, "cannot write results to 'adir.jsonl': it is a directory"),
+        (["demo", "--workers", "0"], {}, "Invalid value for '--workers'"),
+        (["launch", "SPEC", "--format", "parquet"], {}, "--format needs --out"),
+        (["launch", "SPEC", "-o", "r.jsonl", "--format", "xml"], {}, "unknown output format 'xml'"),
+    ],
+)
+def test_bad_broker_settings_and_options_are_one_line_and_exit_2(
+    tmp_path: Path, not_redis: str, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    (tmp_path / "adir.jsonl").mkdir()
+    (tmp_path / "spec.yaml").write_text(SPEC.format(gen_id="never"))
+    args = [not_redis if a == "NOT_REDIS" else "spec.yaml" if a == "SPEC" else a for a in args]
+    done = evofleet(*args, broker=None, cwd=tmp_path, timeout=60, **env)
+    assert done.returncode == 2, done.stderr
+    assert expected in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir.jsonl", "spec.yaml"]
+
+
+def test_unwritable_output_submits_nothing(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    gen_id = f"unwritable-{tmp_path.name}"
+    (tmp_path / "spec.yaml").write_text(SPEC.format(gen_id=gen_id))
+    (tmp_path / "taken.jsonl").mkdir()
+    done = evofleet("launch", "spec.yaml", "-o", "taken.jsonl", broker=redis_url, cwd=tmp_path)
+    assert done.returncode == 2 and "is a directory" in done.stderr
+    assert keys_of(redis_client, gen_id) == []  # so the same spec can be launched again
+
+
+def test_cancel_twice_says_it_had_ended(private_redis: LocalRedis, tmp_path: Path) -> None:
+    url = private_redis.url  # no worker: nothing can finish before the cancel
+    gen_id = f"cancel-twice-{tmp_path.name}"
+    (tmp_path / "spec.yaml").write_text(SPEC.format(gen_id=gen_id))
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.console", "launch", "spec.yaml", "-q"],
+        env=cli_env(url), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 30
+        while not client.exists(GenerationKeys(gen_id).state):
+            assert time.monotonic() < deadline and launcher.poll() is None
+            time.sleep(0.1)
+        first = evofleet("cancel", gen_id, broker=url, cwd=tmp_path)
+        second = evofleet("cancel", gen_id, broker=url, cwd=tmp_path)
+        assert launcher.wait(timeout=30) == 3
+    finally:
+        launcher.kill()
+        client.close()
+    assert first.returncode == 0 and "4 candidates recorded as cancelled" in first.stderr
+    assert second.returncode == 0 and "had already ended: cancelled" in second.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sender", ["terminal", "supervisor"])
+def test_interrupt_in_local_mode_cancels_and_leaves_no_process(tmp_path: Path, sender: str) -> None:
+    """Ctrl-C in a terminal (SIGINT to the whole foreground group) or SIGTERM from a supervisor
+    (to the launcher alone): the local generation is cancelled, the file has one line per
+    candidate, and its Redis and workers are gone."""
+    candidates = "".join(f"  - {{id: c{i}, params: {{seconds: 1.0}}}}\n" for i in range(12))
+    (tmp_path / "spec.yaml").write_text(
+        "evaluator: sleep\nobjectives: {seconds: min}\nbatch_size: 1\nbatch_timeout: 0.1\n"
+        f"candidates:\n{candidates}"
+    )
+    out = tmp_path / "r.jsonl"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.console", "launch", "spec.yaml", "-o", "r.jsonl", "-q"],
+        env=cli_env(None), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,  # a group of its own, as a shell's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (out.exists() and out.read_text().count("\n") >= 2):
+            assert time.monotonic() < deadline and launcher.poll() is None
+            time.sleep(0.1)
+        spawned = psutil.Process(launcher.pid).children(recursive=True)
+        assert any("redis-server" in p.name() for p in spawned) and len(spawned) >= 3
+        if sender == "terminal":
+            os.killpg(launcher.pid, signal.SIGINT)
+        else:
+            launcher.send_signal(signal.SIGTERM)
+        _, stderr = launcher.communicate(timeout=40)
+        assert launcher.returncode == 130, stderr
+    finally:
+        launcher.kill()
+        launcher.communicate()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["candidate_id"] for r in rows) == sorted(f"c{i}" for i in range(12))
+    statuses = {r["status"] for r in rows}
+    assert "ok" in statuses and "cancelled" in statuses and statuses <= {"ok", "cancelled"}
+    _, alive = psutil.wait_procs(spawned, timeout=10)
+    assert alive == [], [p.cmdline() for p in alive]
+    assert "cancelling the local generation" in stderr
+
+
+def test_a_users_workers_package_in_the_launch_directory_is_refused(tmp_path: Path) -> None:
+    """The local worker imports from the launch directory first (so `module:function` works);
+    a `workers` package there would replace evofleet's own."""
+    (tmp_path / "workers").mkdir()
+    (tmp_path / "workers" / "__init__.py").write_text("")
+    done = evofleet("demo", "-q", broker=None, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "would shadow evofleet's own `workers` package" in " ".join(done.stderr.split())
