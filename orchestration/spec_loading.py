@@ -122,7 +122,7 @@ def _describe_line(exc: ValidationError, line: str, path: Path, number: int) -> 
         return f"{path}: line {number} is not a JSON object"
     where = f"line {number}" + (f" (id {candidate_id!r})" if candidate_id else "")
     problems = [
-        f"field '{'.'.join(str(p) for p in error['loc']) or 'candidate'}': {error['msg']}"
+        f"field '{'.'.join(str(p) for p in error['loc']) or 'candidate'}': {_message(error)}"
         for error in exc.errors()[:5]
     ]
     return f"{path}: {where}: " + "; ".join(problems)
@@ -151,12 +151,17 @@ def _read_candidate_list(path: Path) -> list[Any]:
     return data
 
 
+def _message(error: Any) -> str:
+    """pydantic's message without the "Value error, " its validators' messages carry."""
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 def _describe(exc: ValidationError, data: dict[str, Any], source: str) -> str:
     problems = []
     for error in exc.errors()[:5]:
         location = list(error["loc"])
         where = _where(location, data)
-        problems.append(f"{where}: {error['msg']}")
+        problems.append(f"{where}: {_message(error)}")
     more = len(exc.errors()) - 5
     suffix = f" (and {more} more)" if more > 0 else ""
     return f"{source}: invalid spec: " + "; ".join(problems) + suffix
