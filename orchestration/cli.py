@@ -122,6 +122,11 @@ def _run(generation: Generation, out: Path | None, quiet: bool) -> int:
     summary = generation.summary() or {}
     if not quiet:
         print_summary(summary, console)
+    counts = summary.get("counts", {})
+    if generation.total and not counts.get("ok"):
+        failed = ", ".join(f"{name} {n}" for name, n in counts.items() if n)
+        err.print(f"[bold yellow]warning:[/] no candidate ended ok ({failed}); "
+                  "the results' error field says why")
     if out is not None:
         written = write_summary(summary_path(out), summary)
         err.print(f"results: {out}   summary: {written}")

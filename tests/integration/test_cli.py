@@ -275,3 +275,14 @@ def test_a_users_workers_package_in_the_launch_directory_is_refused(tmp_path: Pa
     done = evofleet("demo", "-q", broker=None, cwd=tmp_path, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "would shadow evofleet's own `workers` package" in " ".join(done.stderr.split())
+
+
+def test_a_generation_where_nothing_ended_ok_warns(
+    redis_url: str, session_worker: LocalWorker, tmp_path: Path
+) -> None:
+    """A misnamed objective fails every candidate: still complete (exit 0), but said loudly."""
+    spec = SPEC.format(gen_id=f"none-ok-{tmp_path.name}").replace("f1: min, f2: min", "g: min")
+    (tmp_path / "spec.yaml").write_text(spec)
+    done = evofleet("launch", "spec.yaml", "-q", broker=redis_url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "warning: no candidate ended ok (error 4)" in " ".join(done.stderr.split())
