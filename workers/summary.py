@@ -20,12 +20,16 @@ def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 
 
 class ParetoFront:
-    """The non-dominated set of points seen so far (objectives turned to minimisation)."""
+    """The non-dominated set of points seen so far (objectives turned to minimisation).
+
+    Candidates with equal points are all kept (neither dominates the other; which was recorded
+    first is chance), grouped per point so that ties cost no extra comparisons.
+    """
 
     def __init__(self, objectives: Mapping[str, str]) -> None:
         self.names = list(objectives)
         self.signs = [-1.0 if objectives[name] == "max" else 1.0 for name in self.names]
-        self.members: list[tuple[tuple[float, ...], str, dict[str, float]]] = []
+        self.members: dict[tuple[float, ...], list[tuple[str, dict[str, float]]]] = {}
 
     def add(self, candidate_id: str, scores: Mapping[str, float]) -> None:
         try:
@@ -34,15 +38,22 @@ class ParetoFront:
             return
         if any(math.isnan(v) for v in point):
             return
-        # Equal points stay: neither dominates, and which one was recorded first is chance.
-        if any(dominates(other, point) for other, _, _ in self.members):
+        tied = self.members.get(point)
+        if tied is not None:
+            tied.append((candidate_id, dict(scores)))
             return
-        self.members = [m for m in self.members if not dominates(point, m[0])]
-        self.members.append((point, candidate_id, dict(scores)))
+        if any(dominates(other, point) for other in self.members):
+            return
+        for other in [other for other in self.members if dominates(point, other)]:
+            del self.members[other]
+        self.members[point] = [(candidate_id, dict(scores))]
 
     def as_list(self) -> list[dict[str, Any]]:
-        ordered = sorted(self.members, key=lambda m: (m[0], m[1]))
-        return [{"candidate_id": cid, "scores": scores} for _, cid, scores in ordered]
+        return [
+            {"candidate_id": cid, "scores": scores}
+            for point in sorted(self.members)
+            for cid, scores in sorted(self.members[point], key=lambda m: m[0])
+        ]
 
 
 def _percentile(values: list[float], q: float) -> float | None:
