@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import redis
 from celery import Celery
@@ -81,7 +82,7 @@ def launch(
     out: str | Path | None = None,
     fmt: str | None = None,
     on_batch: BatchCallback | None = None,
-    candidates: Iterable[Candidate] | None = None,
+    candidates: Iterable[Candidate | dict[str, Any]] | None = None,
 ) -> Generation:
     """Submit ``spec`` and return its running Generation.
 

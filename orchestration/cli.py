@@ -142,12 +142,10 @@ def _cancel_local(generation: Generation) -> str:
               "exits); stopping its workers...")
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a few seconds, bounded below
     try:
-        generation.cancel()
-        return generation.wait(LOCAL_STOP_S)
-    except TimeoutError:
-        return "cancelled"
+        generation.close(LOCAL_STOP_S)
     finally:
         signal.signal(signal.SIGINT, previous)
+    return "cancelled"
 
 
 def _check_output(out: Path | None, fmt: str | None) -> None:

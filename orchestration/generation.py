@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -65,6 +66,7 @@ class Generation:
         self._on_end = on_end
         self._ended = threading.Event()
         self._error: BaseException | None = None
+        self._callback_error: BaseException | None = None
         self._status: str | None = None
         self._summary: dict[str, Any] | None = None
         self._counts: Counter[str] = Counter()
@@ -79,6 +81,7 @@ class Generation:
         self.total = self.submitter.total
         self._thread = threading.Thread(target=self._run, name=f"evofleet-{generation_id}", daemon=True)
         self.local = False  # local mode: its private Redis and workers stop when it ends
+        self._kept: list[EvaluationResult] = []  # local mode: results outlive that Redis
 
     # -- public API -------------------------------------------------------------
     def claim(self, timeout_s: float = COLLECTOR_LEASE_S + 1.0) -> None:
@@ -100,6 +103,10 @@ class Generation:
         """Submit and collect in a background thread (claiming the lease first if needed)."""
         if not self._claimed:
             self.claim()
+        if self.local:
+            # Its Redis and workers live in sessions of their own: if this program ends before
+            # the generation does, nothing else would stop them.
+            atexit.register(self.close)
         self._thread.start()
         return self
 
@@ -112,6 +119,8 @@ class Generation:
             raise TimeoutError(f"generation {self.id} still running after {timeout}s")
         if self._error is not None:
             raise self._error
+        if self._callback_error is not None:
+            raise self._callback_error  # every result was still collected, the summary written
         assert self._status is not None
         return self._status
 
@@ -120,7 +129,10 @@ class Generation:
         return self._ended.is_set()
 
     def results(self) -> list[EvaluationResult]:
-        """The results recorded so far (from the ledger, without blocking)."""
+        """The results recorded so far (from the ledger, without blocking); in local mode,
+        after the end, those collected (its Redis is gone)."""
+        if self.local and self.ended:
+            return list(self._kept)
         return list(self.ledger.iter_results())
 
     def summary(self) -> dict[str, Any] | None:
@@ -144,6 +156,14 @@ class Generation:
         """Stop submitting, record ``cancelled`` for every candidate without a result."""
         self._cancel_requested.set()
 
+    def close(self, timeout: float = 30.0) -> None:
+        """Local mode: cancel if still running, then stop its Redis and workers (also run at
+        interpreter exit). Against a deployment the generation goes on; this stops nothing."""
+        if not self.local or not self._thread.is_alive():
+            return
+        self.cancel()
+        self._ended.wait(timeout)
+
     # -- the loop ---------------------------------------------------------------
     def _run(self) -> None:
         try:
@@ -164,6 +184,8 @@ class Generation:
                     logger.exception("closing sink %s", sink.path)
             if self._on_end is not None:
                 self._on_end()
+            if self.local:
+                atexit.unregister(self.close)
             self._ended.set()
 
     def _collect(self) -> None:
@@ -268,8 +290,14 @@ class Generation:
             self.submitter.auto.observe(result.eval_seconds)
         self._seen += len(batch)
         self._batches += 1
-        if self.on_batch is not None:
-            self.on_batch(batch)
+        if self.local:
+            self._kept.extend(batch)
+        if self.on_batch is not None and self._callback_error is None:
+            try:
+                self.on_batch(batch)
+            except Exception as exc:  # collection goes on; wait() raises it at the end
+                logger.exception("generation %s: on_batch raised; not called again", self.id)
+                self._callback_error = exc
 
     def _finish(self) -> tuple[str, dict[str, Any]]:
         """Every result is in: take the chord body's summary, or write one if it never comes."""

@@ -44,7 +44,10 @@ def group_id_for(generation_id: str) -> str:
 
 
 def create_generation(
-    app: Celery, ledger: Ledger, spec: GenerationSpec, candidates: Iterable[Candidate] | None = None
+    app: Celery,
+    ledger: Ledger,
+    spec: GenerationSpec,
+    candidates: Iterable[Candidate | dict[str, Any]] | None = None,
 ) -> int:
     """Store the generation (candidates streamed, one Redis list per priority) and set its
     chord's size to the candidate count, an upper bound on its header tasks; return the count."""

@@ -123,7 +123,9 @@ class Ledger:
         self._release = client.register_script(_RELEASE_SCRIPT)
 
     # -- creating -------------------------------------------------------------
-    def create(self, spec: GenerationSpec, candidates: Iterable[Candidate] | None = None) -> int:
+    def create(
+        self, spec: GenerationSpec, candidates: Iterable[Candidate | dict[str, Any]] | None = None
+    ) -> int:
         """Store the spec, its candidates (one list per priority) and a fresh state.
 
         ``candidates`` (default: the spec's own) is streamed in batches, so a population read
@@ -131,17 +133,33 @@ class Ledger:
         """
         if not self.client.hsetnx(self.keys.state, "status", RUNNING):
             raise ValueError(f"generation {spec.id!r} already exists in Redis")
+        try:
+            return self._store(spec, spec.candidates if candidates is None else candidates)
+        except BaseException:
+            # A bad population (or an iterator that raised) leaves nothing behind: the same id
+            # can be launched again.
+            self.client.delete(*self.keys.all())
+            raise
+
+    def _store(self, spec: GenerationSpec, candidates: Iterable[Candidate | dict[str, Any]]) -> int:
         now = time.time()
         self.client.set(self.keys.header, json.dumps(spec.header()))
         totals = dict.fromkeys(PRIORITIES, 0)
+        seen: set[str] = set()
         batch: list[Candidate] = []
-        for candidate in spec.candidates if candidates is None else candidates:
+        for item in candidates:
+            candidate = item if isinstance(item, Candidate) else Candidate.model_validate(item)
+            if candidate.id in seen:
+                raise ValueError(f"duplicate candidate id {candidate.id!r}")
+            seen.add(candidate.id)
             batch.append(candidate)
             if len(batch) == 1000:
                 self._push(batch, totals)
                 batch = []
         self._push(batch, totals)
         total = sum(totals.values())
+        if total == 0:
+            raise ValueError(f"generation {spec.id!r} has no candidates")
         with self.client.pipeline(transaction=False) as pipe:
             pipe.hset(
                 self.keys.state,

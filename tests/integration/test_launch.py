@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 import redis
+from pydantic import ValidationError
 
 from orchestration.api import launch
 from orchestration.local_cluster import LocalWorker
 from orchestration.settings import LaunchSettings
+from orchestration.spec_loading import spec_from_dict
 from tests.conftest import make_spec, run_spec
 from workers.ledger import Ledger
 
@@ -66,3 +75,88 @@ def test_local_worker_imports_evaluators_from_the_launch_directory(
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["status"] for row in rows] == ["ok", "ok"], rows
     assert {row["scores"]["y"] for row in rows} == {float(len(str(tmp_path)))}  # ran in tmp_path
+    # Its Redis is gone with it, yet the results stay readable from the handle.
+    assert sorted(r.candidate_id for r in generation.results()) == ["a", "b"]
+
+
+def failing_population() -> Iterator[dict[str, object]]:
+    yield {"id": "a"}
+    raise OSError("population file vanished")
+
+
+@pytest.mark.parametrize(
+    ("population", "error", "message"),
+    [
+        ([{"id": "a"}, {"id": "b"}, {"id": "a"}], ValueError, "duplicate candidate id 'a'"),
+        (failing_population, OSError, "population file vanished"),
+        ([], ValueError, "has no candidates"),
+        ([{"id": "a", "params": {"lr": float("nan")}}], ValidationError, "params.lr is nan"),
+    ],
+)
+def test_a_bad_population_leaves_nothing_behind(
+    redis_url: str, redis_client: redis.Redis, population: Any, error: type[Exception], message: str
+) -> None:
+    """Streamed from any iterable, a population that turns out bad raises and leaves no key, so
+    the same id can be launched again (a duplicate id used to hang the launcher for good)."""
+    spec = spec_from_dict({"id": f"bad-pop-{uuid.uuid4().hex[:8]}", "evaluator": "zdt1",
+                           "objectives": {"f1": "min", "f2": "min"}}, allow_empty=True)
+    candidates = population() if callable(population) else population
+    with pytest.raises(error, match=re.escape(message)):
+        launch(spec, broker_url=redis_url, candidates=candidates)
+    assert list(redis_client.scan_iter(match=f"*{spec.id}*")) == []
+
+
+def test_an_on_batch_that_raises_loses_no_result(
+    redis_url: str, session_worker: LocalWorker, tmp_path: Path
+) -> None:
+    """The callback is not called again, collection goes on, and wait() raises its error."""
+    calls: list[int] = []
+
+    def on_batch(batch: list[object]) -> None:
+        calls.append(len(batch))
+        raise RuntimeError("optimizer bug")
+
+    spec = make_spec([{"id": f"c{i}", "params": {"x": [0.1, 0.0]}} for i in range(12)],
+                     batch_size=2)
+    out = tmp_path / "r.jsonl"
+    generation = launch(spec, broker_url=redis_url, out=out, on_batch=on_batch)
+    with pytest.raises(RuntimeError, match="optimizer bug"):
+        generation.wait(60)
+    assert len(calls) == 1
+    assert len(out.read_text().splitlines()) == 12
+    summary = generation.summary()
+    assert summary is not None and summary["counts"]["ok"] == 12
+
+
+@pytest.mark.slow
+def test_a_program_that_ends_mid_generation_leaves_no_local_process(tmp_path: Path) -> None:
+    """Local mode from Python: the program raises before its generation ended; at exit the
+    generation is cancelled and its private Redis and workers are stopped."""
+    script = tmp_path / "optimizer.py"
+    script.write_text(
+        "import psutil\n"
+        "from orchestration import launch\n"
+        "from orchestration.settings import LaunchSettings\n"
+        "from orchestration.spec_loading import spec_from_dict\n"
+        "spec = spec_from_dict({'evaluator': 'sleep', 'objectives': {'seconds': 'min'},\n"
+        "    'candidates': [{'id': f'c{i}', 'params': {'seconds': 2}} for i in range(8)]})\n"
+        "generation = launch(spec, settings=LaunchSettings(local_workers=1, local_concurrency=2))\n"
+        "print(' '.join(str(p.pid) for p in psutil.Process().children(recursive=True)), flush=True)\n"
+        "raise RuntimeError('the optimizer crashed')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVOFLEET_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp_path)
+    assert done.returncode == 1 and "the optimizer crashed" in done.stderr
+    pids = [int(pid) for pid in done.stdout.split()]
+    assert len(pids) >= 3  # redis-server, the worker, its pool children
+    _, alive = psutil.wait_procs([p for p in map(_process, pids) if p is not None], timeout=10)
+    assert alive == [], [p.cmdline() for p in alive]
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
