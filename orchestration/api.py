@@ -93,7 +93,8 @@ def launch(
     """
     settings = settings or LaunchSettings()
     _check_output(out, fmt)
-    stack = ExitStack()
+    stack = ExitStack()  # what the generation's end stops (local mode's cluster)
+    failed = ExitStack()  # what a failure to start it closes as well
     url = broker_url or settings.broker_url
     local = url is None
     if url is None:
@@ -109,6 +110,7 @@ def launch(
             check_broker(url)
         app = launcher_app(url, settings)
         client = connect(settings.result_backend or url)
+        failed.callback(client.close)
         create_generation(app, Ledger(client, spec.id), spec, candidates)
         generation = Generation(
             app,
@@ -119,6 +121,7 @@ def launch(
             on_end=stack.close,
         )
     except BaseException:
+        failed.close()
         stack.close()
         raise
     generation.local = local

@@ -7,12 +7,14 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import redis
 from celery import Celery
@@ -81,7 +83,7 @@ class Generation:
         self.total = self.submitter.total
         self._thread = threading.Thread(target=self._run, name=f"evofleet-{generation_id}", daemon=True)
         self.local = False  # local mode: its private Redis and workers stop when it ends
-        self._kept: list[EvaluationResult] = []  # local mode: results outlive that Redis
+        self._spool: IO[str] | None = None  # local mode: results outlive its Redis, on disk
 
     # -- public API -------------------------------------------------------------
     def claim(self, timeout_s: float = COLLECTOR_LEASE_S + 1.0) -> None:
@@ -132,7 +134,10 @@ class Generation:
         """The results recorded so far (from the ledger, without blocking); in local mode,
         after the end, those collected (its Redis is gone)."""
         if self.local and self.ended:
-            return list(self._kept)
+            if self._spool is None:
+                return []
+            self._spool.seek(0)
+            return [EvaluationResult.model_validate_json(line) for line in self._spool]
         return list(self.ledger.iter_results())
 
     def summary(self) -> dict[str, Any] | None:
@@ -182,6 +187,8 @@ class Generation:
                     sink.close()
                 except Exception:
                     logger.exception("closing sink %s", sink.path)
+            self.client.close()  # its connections; results() after the end reconnects
+            self.app.close()
             if self._on_end is not None:
                 self._on_end()
             if self.local:
@@ -291,7 +298,11 @@ class Generation:
         self._seen += len(batch)
         self._batches += 1
         if self.local:
-            self._kept.extend(batch)
+            if self._spool is None:
+                self._spool = tempfile.TemporaryFile("w+")
+                weakref.finalize(self, self._spool.close)  # deleted with this handle
+            self._spool.write("".join(result.model_dump_json() + "\n" for result in batch))
+            self._spool.flush()
         if self.on_batch is not None and self._callback_error is None:
             try:
                 self.on_batch(batch)

@@ -92,14 +92,16 @@ def print_summary(summary: Mapping[str, Any], console: Console | None = None) ->
     console.print(best)
 
     front = summary.get("pareto_front", [])
-    title = f"Pareto front ({len(front)} candidates)"
+    tied = sum(entry.get("ties", 0) for entry in front)
+    title = f"Pareto front ({len(front)} candidates" + (f", {tied} more tied)" if tied else ")")
     table = Table(title=title, min_width=len(title) + 4)
     table.add_column("candidate")
     names = list(front[0]["scores"]) if front else []
     for name in names:
         table.add_column(name, justify="right")
     for entry in front[:20]:
-        table.add_row(entry["candidate_id"], *[_fmt(entry["scores"].get(n)) for n in names])
+        label = entry["candidate_id"] + (f" (+{entry['ties']} tied)" if entry.get("ties") else "")
+        table.add_row(label, *[_fmt(entry["scores"].get(n)) for n in names])
     if len(front) > 20:
         table.add_row(f"... {len(front) - 20} more", *["" for _ in names])
     console.print(table)

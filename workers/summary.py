@@ -19,17 +19,42 @@ def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
 
 
+TIES_LISTED = 100  # per front point: more tied candidates are counted, not named
+
+
+class _Point:
+    """One point of the front: its first candidate by id, and the others that tie with it."""
+
+    __slots__ = ("candidate_id", "scores", "tied", "ties")
+
+    def __init__(self, candidate_id: str, scores: Mapping[str, float]) -> None:
+        self.candidate_id = candidate_id
+        self.scores = dict(scores)
+        self.tied: list[str] = []
+        self.ties = 0
+
+    def add_tie(self, candidate_id: str, scores: Mapping[str, float]) -> None:
+        if candidate_id < self.candidate_id:
+            candidate_id, self.candidate_id, self.scores = self.candidate_id, candidate_id, dict(scores)
+        self.ties += 1
+        self.tied.append(candidate_id)
+        if len(self.tied) > 2 * TIES_LISTED:
+            self.tied = sorted(self.tied)[:TIES_LISTED]
+
+
 class ParetoFront:
     """The non-dominated set of points seen so far (objectives turned to minimisation).
 
-    Candidates with equal points are all kept (neither dominates the other; which was recorded
-    first is chance), grouped per point so that ties cost no extra comparisons.
+    Candidates with equal scores all belong to the front (neither dominates the other): each
+    point names its first candidate by id, and lists the others that tie with it (the first
+    ``TIES_LISTED``) and their count, so the result does not depend on recording order and its
+    size does not grow with ties.
     """
 
     def __init__(self, objectives: Mapping[str, str]) -> None:
         self.names = list(objectives)
         self.signs = [-1.0 if objectives[name] == "max" else 1.0 for name in self.names]
-        self.members: dict[tuple[float, ...], list[tuple[str, dict[str, float]]]] = {}
+        self.members: dict[tuple[float, ...], _Point] = {}
 
     def add(self, candidate_id: str, scores: Mapping[str, float]) -> None:
         try:
@@ -38,22 +63,26 @@ class ParetoFront:
             return
         if any(math.isnan(v) for v in point):
             return
-        tied = self.members.get(point)
-        if tied is not None:
-            tied.append((candidate_id, dict(scores)))
+        same = self.members.get(point)
+        if same is not None:
+            same.add_tie(candidate_id, scores)
             return
         if any(dominates(other, point) for other in self.members):
             return
         for other in [other for other in self.members if dominates(point, other)]:
             del self.members[other]
-        self.members[point] = [(candidate_id, dict(scores))]
+        self.members[point] = _Point(candidate_id, scores)
 
     def as_list(self) -> list[dict[str, Any]]:
-        return [
-            {"candidate_id": cid, "scores": scores}
-            for point in sorted(self.members)
-            for cid, scores in sorted(self.members[point], key=lambda m: m[0])
-        ]
+        entries = []
+        for point in sorted(self.members):
+            member = self.members[point]
+            entry: dict[str, Any] = {"candidate_id": member.candidate_id, "scores": member.scores}
+            if member.ties:
+                entry["ties"] = member.ties
+                entry["tied_with"] = sorted(member.tied)[:TIES_LISTED]
+            entries.append(entry)
+        return entries
 
 
 def _percentile(values: list[float], q: float) -> float | None:

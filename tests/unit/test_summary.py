@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 from workers.contract import ErrorInfo, EvaluationResult, Priority, Status
-from workers.summary import ParetoFront, dominates, summarize
+from workers.summary import TIES_LISTED, ParetoFront, dominates, summarize
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -51,14 +52,28 @@ def test_pareto_front_of_a_known_set_with_mixed_directions() -> None:
         "c": {"acc": 0.5, "cost": 1.0},
         "d": {"acc": 0.7, "cost": 6.0},  # dominated by b
         "e": {"acc": 0.5, "cost": 2.0},  # dominated by c
-        "f": {"acc": 0.9, "cost": 10.0},  # ties with a: both are on the front (as in Optuna)
+        "f": {"acc": 0.9, "cost": 10.0},  # ties with a: on the front too, named by a's point
         "g": {"acc": float("nan"), "cost": 0.0},  # NaN is ignored
         "h": {"cost": 0.0},  # a missing objective is ignored
     }
     front = ParetoFront({"acc": "max", "cost": "min"})
     for cid, scores in points.items():
         front.add(cid, scores)
-    assert [m["candidate_id"] for m in front.as_list()] == ["a", "f", "b", "c"]
+    members = front.as_list()
+    assert [m["candidate_id"] for m in members] == ["a", "b", "c"]
+    assert members[0]["ties"] == 1 and members[0]["tied_with"] == ["f"]
+    assert "ties" not in members[1]
+
+
+def test_many_ties_are_counted_and_the_first_ids_named_whatever_the_order() -> None:
+    ids = [f"c{i:05d}" for i in range(1000)]
+    random.Random(7).shuffle(ids)
+    front = ParetoFront({"y": "max"})
+    for cid in ids:
+        front.add(cid, {"y": 1.0})
+    (member,) = front.as_list()
+    assert member["candidate_id"] == "c00000" and member["ties"] == 999
+    assert member["tied_with"] == [f"c{i:05d}" for i in range(1, TIES_LISTED + 1)]
 
 
 def test_pareto_front_drops_members_a_later_point_dominates() -> None:
