@@ -31,7 +31,14 @@ def launcher_app(broker_url: str, settings: LaunchSettings | None = None) -> Cel
 
 
 class BrokerUnreachable(ValueError):
-    """The broker URL leads to no Redis that accepts us: down, wrong password, TLS mismatch."""
+    """The broker URL leads to no Redis that accepts us: down, wrong password, TLS mismatch.
+
+    ``down``: nothing answered (worth waiting for); otherwise the URL or credentials are wrong.
+    """
+
+    def __init__(self, message: str, *, down: bool = False) -> None:
+        super().__init__(message)
+        self.down = down
 
 
 def check_broker(url: str, timeout_s: float = 5.0) -> None:
@@ -56,7 +63,7 @@ def check_broker(url: str, timeout_s: float = 5.0) -> None:
         ) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         hint = " (rediss:// against a server without TLS?)" if url.startswith("rediss:") else ""
-        raise BrokerUnreachable(f"cannot reach Redis at {where}: {exc}{hint}") from None
+        raise BrokerUnreachable(f"cannot reach Redis at {where}: {exc}{hint}", down=True) from None
     except redis.RedisError as exc:
         raise BrokerUnreachable(
             f"{where} did not answer like Redis ({type(exc).__name__}: {exc}); is it a Redis server?"

@@ -354,12 +354,9 @@ def cancel(
 ) -> None:
     """Stop a generation: queued candidates are skipped, those without a result become cancelled."""
     ledger = _ledger(generation_id, broker)
-    already = ledger.status()
-    if already not in (RUNNING, None):
-        err.print(f"generation {generation_id} had already ended: {already}")
-        raise typer.Exit(EXIT_COMPLETE)
-    ended = ledger.close("cancelled")
-    if ended != "cancelled":
+    before = ledger.status()  # close() answers "cancelled" for one cancelled earlier, too
+    ended = ledger.close("cancelled") if before in (RUNNING, None) else before
+    if before not in (RUNNING, None) or ended != "cancelled":
         err.print(f"generation {generation_id} had already ended: {ended}")
         raise typer.Exit(EXIT_COMPLETE)
     count = ledger.record_missing(Status.cancelled, "generation cancelled")

@@ -192,7 +192,7 @@ def _refuse_wrong_password(url: str) -> None:
     try:
         check_broker(url)
     except BrokerUnreachable as exc:
-        if "credentials" in str(exc) or "not a Redis URL" in str(exc):
+        if not exc.down:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         # Not up yet (systemd ordering, a restart): celery retries the connection itself.

@@ -56,10 +56,9 @@ _JSON_SCALARS = (str, int, type(None))
 
 def json_problem(value: Any, path: str) -> str | None:
     """Why ``value`` does not survive a JSON round trip unchanged (None: it does)."""
-    kind = type(value)
-    if kind is float or isinstance(value, float):
+    if isinstance(value, float):
         return None if math.isfinite(value) else f"{path} is {value}"
-    if kind in _JSON_SCALARS or isinstance(value, _JSON_SCALARS):
+    if isinstance(value, _JSON_SCALARS):
         return None
     if isinstance(value, dict):
         for key, item in value.items():
@@ -77,7 +76,7 @@ def json_problem(value: Any, path: str) -> str | None:
                 if problem:
                     return problem
         return None
-    return f"{path} is a {kind.__name__}"
+    return f"{path} is a {type(value).__name__}"
 
 
 class Candidate(BaseModel):
