@@ -106,6 +106,16 @@ class ErrorInfo(BaseModel):
     message: str = ""
     exitcode: int | None = None
     signal: str | None = None
+    traceback: str | None = Field(None, description="The evaluator's traceback, bounded.")
+
+
+class ArtifactRef(BaseModel):
+    """Where an artifact an evaluator attached to its result was stored."""
+
+    uri: str = Field(description="fsspec URL of the stored object.")
+    size: int = Field(ge=0, description="Bytes stored.")
+    sha256: str = Field(description="Hex digest of the stored bytes.")
+    media_type: str = Field(description="e.g. application/octet-stream, application/safetensors.")
 
 
 class EvaluationResult(BaseModel):
@@ -124,6 +134,13 @@ class EvaluationResult(BaseModel):
     submitted_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    params: dict[str, Any] | None = Field(None, description="The candidate's params, echoed.")
+    metadata: dict[str, Any] | None = Field(None, description="The candidate's metadata, echoed.")
+    outputs: Any = Field(None, description="Any JSON the evaluator attached (text, traces).")
+    feedback: str | None = Field(None, description="Text for a reflecting optimizer.")
+    artifacts: dict[str, ArtifactRef] = Field(
+        default_factory=dict, description="Name -> where the evaluator's artifact was stored."
+    )
 
     @property
     def eval_seconds(self) -> float | None:

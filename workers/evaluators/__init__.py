@@ -29,6 +29,22 @@ class EvaluationContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("evofleet.evaluator"))
 
 
+@dataclass
+class Evaluation:
+    """What an evaluator may return instead of plain ``{objective: float}`` scores.
+
+    ``outputs`` is any JSON (generated text, per-example scores, a trace); ``feedback`` is text
+    for a reflecting optimizer; ``artifacts`` maps a name to bytes, str, a file path, a torch
+    tensor or a dict of tensors, or a numpy array, stored out of band (never pickled).
+    A mapping with these keys is accepted too.
+    """
+
+    scores: Mapping[str, float] | float = field(default_factory=dict)
+    outputs: Any = None
+    feedback: str | None = None
+    artifacts: Mapping[str, Any] = field(default_factory=dict)
+
+
 class Evaluator(Protocol):
     """``(candidate, context) -> {objective: float}``; may also offer ``evaluate_batch``."""
 
