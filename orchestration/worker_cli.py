@@ -26,6 +26,7 @@ console = Console()
 
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
 DEFAULT_BROKER = "redis://localhost:6379/0"  # as Celery's own Redis default
+METRICS_PORT_ENV = "EVOFLEET_METRICS_PORT"
 
 
 def detect_gpus() -> tuple[list[str], str] | None:
@@ -115,6 +116,12 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="Redis URL; default $EVOFLEET_BROKER_URL, else redis://localhost:6379/0."),
         ] = None,
+        metrics_port: Annotated[
+            int | None,
+            typer.Option(min=0, max=65535, help="Serve Prometheus /metrics on this port (all "
+                         "interfaces); 0: off. [default: $EVOFLEET_METRICS_PORT or 0]",
+                         show_default=False),
+        ] = None,
         dry_run: Annotated[bool, typer.Option(help="Print the celery command and exit.")] = False,
     ) -> None:
         """Start this node's celery worker: one pool child per GPU (CPU: one per core)."""
@@ -124,8 +131,11 @@ def register(app: typer.Typer) -> None:
         )
         if broker:
             env["EVOFLEET_BROKER_URL"] = broker
+        if metrics_port is not None:
+            env[METRICS_PORT_ENV] = str(metrics_port)
         if dry_run:  # plain echo: one line, never wrapped, easy to paste into a unit file
-            typer.echo(f"{GPUS_ENV}={env[GPUS_ENV]} " + shlex.join(command))
+            metrics = f"{METRICS_PORT_ENV}={metrics_port} " if metrics_port is not None else ""
+            typer.echo(f"{GPUS_ENV}={env[GPUS_ENV]} {metrics}" + shlex.join(command))
             return
         if not env.get("EVOFLEET_BROKER_URL"):
             env["EVOFLEET_BROKER_URL"] = DEFAULT_BROKER

@@ -38,6 +38,7 @@ from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, Worker
 from celery.worker.request import Request
 from celery.worker.state import task_ready
 
+from workers import metrics
 from workers.contract import Candidate, ErrorInfo, EvaluationResult, Status, from_timestamp, utc_now
 from workers.ledger import Ledger
 from workers.redis_client import client_for
@@ -121,6 +122,7 @@ class EvaluateRequest(Request):
         if self._evofleet_settled:
             return
         self._evofleet_settled = True
+        metrics.lost_child(self.worker_pid, hard_timeout=hard_timeout)
         try:
             settle_lost_task(self, exc, hard_timeout=hard_timeout)
         except Exception:

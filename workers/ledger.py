@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 
+from workers import metrics
 from workers.contract import (
     PRIORITIES,
     Candidate,
@@ -213,12 +214,15 @@ class Ledger:
     def record(self, result: EvaluationResult) -> bool:
         """Record a result; False when the candidate already had one (nothing changes)."""
         payload = result.model_dump_json()
-        return bool(
+        recorded = bool(
             self._record(
                 keys=[self.keys.results, self.keys.stream, self.keys.state],
                 args=[result.candidate_id, payload, result.status.value, result.priority.value],
             )
         )
+        if recorded:
+            metrics.count_result(result)  # a no-op outside a worker started with a metrics port
+        return recorded
 
     def begin(self, candidate_ids: Sequence[str], *, count_attempts: bool) -> TaskStart | None:
         """One round trip before evaluating: None when the generation is closed, else which

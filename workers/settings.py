@@ -14,7 +14,7 @@ ENV_PREFIX = "EVOFLEET_"
 KNOWN_ENV = frozenset(
     {
         "BROKER_URL", "RESULT_BACKEND", "VISIBILITY_TIMEOUT_S", "RETENTION_S",
-        "MAX_TASKS_PER_CHILD", "MAX_MEMORY_PER_CHILD_MB",  # workers
+        "MAX_TASKS_PER_CHILD", "MAX_MEMORY_PER_CHILD_MB", "METRICS_PORT",  # workers
         "LOCAL_WORKERS", "LOCAL_CONCURRENCY", "REDIS_SERVER",  # launcher
         "GPUS", "TORCH_THREADS",  # set by `evofleet worker` for its pool children
     }
@@ -71,6 +71,11 @@ class WorkerSettings(StrictEnvSettings):
     )
     max_memory_per_child_mb: int | None = Field(
         None, gt=0, description="Recycle a pool child whose resident memory passes this."
+    )
+
+    metrics_port: int = Field(
+        0, ge=0, le=65535,
+        description="Port of the worker's Prometheus /metrics (all interfaces); 0: no metrics.",
     )
 
     @property

@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Task
 
-from workers import devices
+from workers import devices, metrics
 from workers.celery_app import app
 from workers.contract import (
     Candidate,
@@ -74,7 +74,8 @@ def evaluate(
         worker=self.request.hostname or socket.gethostname(),
     )
     runner = ChunkRunner(ledger, header, context, from_timestamp(submitted_at))
-    runner.run(todo, attempts=start.attempts if alone else None)
+    with metrics.running(len(todo)):
+        runner.run(todo, attempts=start.attempts if alone else None)
     return {"candidates": len(candidates)}
 
 
