@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import random
@@ -74,6 +75,20 @@ ConcurrencyOption = Annotated[
     typer.Option(min=1, help="Local mode: pool children per worker. "
                  "[default: $EVOFLEET_LOCAL_CONCURRENCY or 2]", show_default=False),
 ]
+
+
+def _version(show: bool) -> None:
+    if show:
+        typer.echo(f"evofleet {importlib.metadata.version('evofleet')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
 
 
 def _fail(message: str, code: int = EXIT_INVALID) -> typer.Exit:
@@ -369,6 +384,9 @@ def cancel(
 from orchestration.worker_cli import register as _register_worker_commands  # noqa: E402
 
 _register_worker_commands(app)
+from orchestration.admin_cli import register as _register_admin_commands  # noqa: E402
+
+_register_admin_commands(app)
 
 
 __all__ = ["app", "launcher_app"]

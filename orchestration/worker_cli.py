@@ -147,6 +147,7 @@ def register(app: typer.Typer) -> None:
     def workers(
         broker: Annotated[str | None, typer.Option(help="Redis URL; default $EVOFLEET_BROKER_URL.")] = None,
         timeout: Annotated[float, typer.Option(help="Seconds to wait for replies.")] = 2.0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one list).")] = False,
     ) -> None:
         """List live workers: hostname, GPUs, pool children, tasks done, what each child runs."""
         url = broker or LaunchSettings().broker_url
@@ -158,6 +159,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         rows = list_workers(url, timeout)
+        if as_json:
+            typer.echo(json.dumps(rows))
+            return
         table = Table(title=f"{len(rows)} live worker(s)")
         for column in ("hostname", "gpus", "children", "tasks done", "running"):
             table.add_column(column)

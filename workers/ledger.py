@@ -23,7 +23,11 @@ from workers.contract import (
 from workers.keys import GENERATIONS_INDEX, GenerationKeys
 
 # One atomic step: only the first result for a candidate is stored, streamed and counted.
+# A generation whose state is gone (deleted, expired) records nothing: no keys without expiry.
 _RECORD_SCRIPT = """
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  return 0
+end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
   redis.call('HINCRBY', KEYS[3], 'recorded', 1)
@@ -75,9 +79,10 @@ return 0
 
 # What a task needs before it evaluates, in one round trip: is the generation open, which of
 # its candidates already have a result, and (for a lone candidate) count the attempt now.
+# A deleted or expired generation (no state) is closed: its queued messages are skipped.
 _BEGIN_SCRIPT = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status and status ~= 'running' then
+if status ~= 'running' then
   return {0}
 end
 local out = {1}
@@ -133,7 +138,10 @@ class Ledger:
         from a file is never held in memory. Refuses an id already in use; returns the count.
         """
         if not self.client.hsetnx(self.keys.state, "status", RUNNING):
-            raise ValueError(f"generation {spec.id!r} already exists in Redis")
+            raise ValueError(
+                f"generation {spec.id!r} already exists in Redis: `evofleet delete {spec.id}` "
+                f"removes it, `evofleet resume {spec.id}` re-attaches"
+            )
         try:
             return self._store(spec, spec.candidates if candidates is None else candidates)
         except BaseException:
@@ -297,8 +305,8 @@ class Ledger:
         return None if value is None else _text(value)
 
     def is_open(self) -> bool:
-        """False once the generation is complete, partial or cancelled."""
-        return self.status() in (RUNNING, None)
+        """False once the generation is complete, partial or cancelled, or deleted."""
+        return self.status() == RUNNING
 
     def close(self, status: str) -> str:
         """End the generation with ``status`` unless it already ended; return the end state."""
@@ -321,6 +329,14 @@ class Ledger:
             for key in self.keys.all():
                 pipe.expire(key, retention_s)
             pipe.execute()
+
+    def delete(self) -> int:
+        """Remove every key of the generation and its index entry; return the keys removed."""
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(*self.keys.all(), self.keys.collector)
+            pipe.zrem(GENERATIONS_INDEX, self.generation_id)
+            removed, _ = pipe.execute()
+        return int(removed)
 
     def write_summary(self, summary: dict[str, Any], retention_s: int | None) -> None:
         self.client.set(self.keys.summary, json.dumps(summary))
