@@ -1,5 +1,6 @@
-"""The Procfile under ``honcho start``: redis, a worker and Flower serve a generation; Flower's
-``/api/workers`` (basic auth) and ``/metrics`` see it; SIGTERM stops everything, no orphans."""
+"""The Procfile under ``honcho start`` run from the venv without activating it: redis, a worker
+and Flower serve a generation; Flower's ``/api/workers`` (basic auth) lists the worker without a
+refresh, ``/metrics`` sees the tasks; SIGTERM stops everything, no orphans."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,6 +70,14 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def without_venv(path: str) -> str:
+    """``path`` without this interpreter's bin folder; no ``evofleet`` is left on it."""
+    venv_bin = Path(sys.executable).parent.resolve()
+    kept = os.pathsep.join(p for p in path.split(os.pathsep) if p and Path(p).resolve() != venv_bin)
+    assert shutil.which("evofleet", path=kept) is None, "another evofleet on PATH"
+    return kept
+
+
 def wait_for(what: str, check: object, timeout_s: float, log: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():  # type: ignore[operator]
@@ -82,9 +92,14 @@ class Honcho:
 
     def __init__(self, tmp_path: Path) -> None:
         redis_port, flower_port = free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOFLEET_", "FLOWER_"))}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("EVOFLEET_", "FLOWER_")) and k not in ("VIRTUAL_ENV", "PYTHON")}
+        # As `.venv/bin/honcho start` from a shell that did not activate the venv: neither
+        # `evofleet` nor the venv's `python` is on PATH.
+        env["PATH"] = without_venv(env.get("PATH", ""))
+        if Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
+            env["PYTHON"] = sys.executable  # a venv elsewhere: deploy/venv-python cannot guess it
         env.update({
-            "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
             "REDIS_PORT": str(redis_port), "REDIS_DIR": str(tmp_path / "redis"),
             "FLOWER_PORT": str(flower_port), "FLOWER_BASIC_AUTH": AUTH,
             "WORKER_CONCURRENCY": "2", "WORKER_NAME": WORKER,
@@ -133,8 +148,8 @@ def test_honcho_procfile_single_node(honcho: Honcho) -> None:
     flower = honcho.flower
     wait_for("flower", lambda: http_get(f"{flower}/healthcheck")[0] == 200, 30, log)
 
-    def worker_listed() -> bool:
-        status, body = http_get(f"{flower}/api/workers?refresh=1", AUTH)
+    def worker_listed() -> bool:  # no ?refresh=1: the Procfile starts Flower after the worker
+        status, body = http_get(f"{flower}/api/workers", AUTH)
         return status == 200 and WORKER in json.loads(body)
 
     wait_for("worker in /api/workers", worker_listed, 30, log)
