@@ -186,7 +186,7 @@ def launch_command(
 ) -> None:
     """Run a generation: against a deployment when a broker is set, else in local mode.
 
-    The spec format (YAML or JSON) is in README.md, "The spec"; examples/ has one.
+    The spec format (YAML or JSON) is in README.md, "A generation spec"; examples/ has some.
     """
     _check_output(out, fmt)
     try:

@@ -158,8 +158,23 @@ class NodeCollector:
                 pass
 
 
+def _remove_stale_directories() -> None:
+    """Directories of workers that were killed (SIGKILL skips ``worker_shutdown``)."""
+    for stale in Path(tempfile.gettempdir()).glob("evofleet-metrics-*-*"):
+        pid = stale.name.split("-")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
 def _prepare(port: int) -> None:
     """Main process, before the pool forks: a fresh multiprocess directory for this worker."""
+    _remove_stale_directories()
     directory = Path(tempfile.mkdtemp(prefix=f"evofleet-metrics-{os.getpid()}-"))
     os.environ[MULTIPROC_ENV] = str(directory)
     # prometheus_client picks its value class at import; metrics made from now on use files.

@@ -1,9 +1,10 @@
-"""Deployment files: `.env` (it holds passwords) is never committed; the Procfile's interpreter is
-found without an activated venv."""
+"""Deployment files and docs: `.env` (it holds passwords) is never committed; the Procfile's
+interpreter is found without an activated venv; `launch --help` points at a README section."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,3 +38,17 @@ def test_venv_python_finds_the_interpreter_without_an_activated_venv() -> None:
     if not (ROOT / ".venv" / "bin" / "python").exists():
         pytest.skip("no .venv in the repository root to find")
     assert Path(prefix_of(bare)).resolve() == (ROOT / ".venv").resolve()
+
+
+def test_launch_help_names_a_readme_section_that_exists() -> None:
+    from typer.testing import CliRunner
+
+    from orchestration.cli import app
+
+    help_text = " ".join(CliRunner().invoke(app, ["launch", "--help"], env={"COLUMNS": "200"})
+                         .stdout.split())
+    named = re.search(r'README\.md, "([^"]+)"', help_text)
+    assert named is not None, help_text
+    headings = [line.lstrip("#").strip() for line in (ROOT / "README.md").read_text().splitlines()
+                if line.startswith("#")]
+    assert named.group(1) in headings
