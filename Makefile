@@ -21,3 +21,4 @@ gpu-check:
 	nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
 	.venv/bin/python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count())"
 	.venv/bin/python -m pytest tests/gpu -m gpu -v -s
+	.venv/bin/python bench/gpu.py

@@ -17,7 +17,7 @@ from orchestration.api import BrokerUnreachable, check_broker
 from orchestration.local_cluster import worker_command
 from orchestration.settings import LaunchSettings
 from workers.contract import PRIORITIES
-from workers.devices import GPUS_ENV, parse_gpu_list
+from workers.devices import GPUS_ENV, MEMORY_FRACTION_ENV, memory_fraction, parse_gpu_list
 from workers.keys import WORKER_SLOTS
 from workers.redis_client import connect
 
@@ -104,6 +104,18 @@ def register(app: typer.Typer) -> None:
         concurrency: Annotated[
             int | None, typer.Option(min=1, help="Pool children without GPUs (default: CPU cores).")
         ] = None,
+        children_per_gpu: Annotated[
+            int, typer.Option(min=1, help=(
+                "Pool children sharing each GPU (K): for evaluations too small to fill a GPU, "
+                "as Ray's fractional GPUs. Each child is pinned to its GPU before CUDA starts."
+            )),
+        ] = 1,
+        gpu_memory_fraction: Annotated[
+            float | None, typer.Option(help=(
+                "Cap each child at this share of its GPU's memory, in (0, 1] (e.g. 1/K), so one "
+                "child's out-of-memory is its own candidate's error. Default: no cap."
+            ), show_default=False),
+        ] = None,
         max_tasks_per_child: Annotated[
             int | None, typer.Option(min=1, help="Recycle a pool child after K tasks.")
         ] = None,
@@ -128,14 +140,17 @@ def register(app: typer.Typer) -> None:
         command, env = worker_invocation(
             gpus, queues, concurrency=concurrency, max_tasks_per_child=max_tasks_per_child,
             max_memory_per_child=max_memory_per_child, hostname=hostname, loglevel=loglevel,
+            children_per_gpu=children_per_gpu, gpu_memory_fraction=gpu_memory_fraction,
         )
         if broker:
             env["EVOFLEET_BROKER_URL"] = broker
         if metrics_port is not None:
             env[METRICS_PORT_ENV] = str(metrics_port)
         if dry_run:  # plain echo: one line, never wrapped, easy to paste into a unit file
-            metrics = f"{METRICS_PORT_ENV}={metrics_port} " if metrics_port is not None else ""
-            typer.echo(f"{GPUS_ENV}={env[GPUS_ENV]} {metrics}" + shlex.join(command))
+            names = (GPUS_ENV, MEMORY_FRACTION_ENV, METRICS_PORT_ENV)
+            shown = [f"{name}={env[name]}" for name in names if name in env and
+                     (name != METRICS_PORT_ENV or metrics_port is not None)]
+            typer.echo(" ".join(shown) + " " + shlex.join(command))
             return
         if not env.get("EVOFLEET_BROKER_URL"):
             env["EVOFLEET_BROKER_URL"] = DEFAULT_BROKER
@@ -182,13 +197,24 @@ def worker_invocation(
     max_memory_per_child: int | None = None,
     hostname: str | None = None,
     loglevel: str = "INFO",
+    children_per_gpu: int = 1,
+    gpu_memory_fraction: float | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The celery command line and environment of ``evofleet worker``."""
     try:
         gpu_ids = resolve_gpus(gpus, detect_gpus())
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--gpus") from None
-    children = len(gpu_ids) or concurrency or os.cpu_count() or 1
+    if children_per_gpu < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--children-per-gpu")
+    env = {**os.environ, GPUS_ENV: ",".join(gpu_ids)}
+    if gpu_memory_fraction is not None:
+        try:
+            memory_fraction(str(gpu_memory_fraction))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--gpu-memory-fraction") from None
+        env[MEMORY_FRACTION_ENV] = str(gpu_memory_fraction)
+    children = len(gpu_ids) * children_per_gpu or concurrency or os.cpu_count() or 1
     extra: list[str] = []
     if max_tasks_per_child:
         extra += ["--max-tasks-per-child", str(max_tasks_per_child)]
@@ -198,7 +224,7 @@ def worker_invocation(
         concurrency=children, queues=parse_queues(queues), hostname=hostname,
         loglevel=loglevel, extra=extra,
     )
-    return command, {**os.environ, GPUS_ENV: ",".join(gpu_ids)}
+    return command, env
 
 
 def _refuse_wrong_password(url: str) -> None:

@@ -1,14 +1,16 @@
 """GPU placement: each pool child claims one GPU before CUDA initialises; CPU without one.
 
-``evofleet worker`` sets ``EVOFLEET_GPUS`` (e.g. ``0,2,3``) and concurrency = their count.
-billiard gives every live pool child a distinct index in ``range(concurrency)`` and hands a
-replaced child the lowest free index, so ``gpu_for_child`` maps live children one to one onto
-GPUs. The worker's main process never touches CUDA (a forked CUDA context is unusable).
+``evofleet worker`` sets ``EVOFLEET_GPUS`` (e.g. ``0,2,3``) and concurrency = their count times
+``--children-per-gpu`` K. billiard gives every live pool child a distinct index in
+``range(concurrency)`` and hands a replaced child the lowest free index, so ``gpu_for_child``
+(index modulo the GPU count) puts exactly K live children on every GPU. The worker's main
+process never touches CUDA (a forked CUDA context is unusable).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -21,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 GPUS_ENV = "EVOFLEET_GPUS"
 THREADS_ENV = "EVOFLEET_TORCH_THREADS"
+MEMORY_FRACTION_ENV = "EVOFLEET_GPU_MEMORY_FRACTION"  # per child: an OOM stays that child's own
 
 _device: Any = None
 _context_broken = False
@@ -55,7 +58,11 @@ def parse_gpu_list(value: str | None) -> list[str]:
 
 
 def gpu_for_child(index: int, gpu_ids: Sequence[str]) -> str | None:
-    """The GPU a pool child with this billiard index uses, or None on a CPU node."""
+    """The GPU a pool child with this billiard index uses, or None on a CPU node.
+
+    With ``len(gpu_ids) * K`` children, the live indices are ``range(len(gpu_ids) * K)`` and
+    each GPU gets exactly K of them.
+    """
     if not gpu_ids:
         return None
     if index < 0:
@@ -99,6 +106,10 @@ def current_device() -> Any:
 
         if torch.cuda.is_available():
             _device = torch.device("cuda", 0)
+            fraction = memory_fraction(os.environ.get(MEMORY_FRACTION_ENV))
+            if fraction is not None:
+                # The caching allocator refuses past this share, raising an ordinary OOM.
+                torch.cuda.set_per_process_memory_fraction(fraction, _device)
         else:
             if os.environ.get("CUDA_VISIBLE_DEVICES"):
                 logger.warning("GPU %s claimed but CUDA is unavailable; evaluating on the CPU",
@@ -106,6 +117,19 @@ def current_device() -> Any:
             torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
             _device = torch.device("cpu")
     return _device
+
+
+def memory_fraction(value: str | None) -> float | None:
+    """``EVOFLEET_GPU_MEMORY_FRACTION`` as a share of the GPU in (0, 1]; None when unset."""
+    if value is None or not value.strip():
+        return None
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = math.nan
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"GPU memory fraction must be in (0, 1], got {value!r}")
+    return fraction
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

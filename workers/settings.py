@@ -16,7 +16,7 @@ KNOWN_ENV = frozenset(
         "BROKER_URL", "RESULT_BACKEND", "VISIBILITY_TIMEOUT_S", "RETENTION_S",
         "MAX_TASKS_PER_CHILD", "MAX_MEMORY_PER_CHILD_MB", "METRICS_PORT",  # workers
         "LOCAL_WORKERS", "LOCAL_CONCURRENCY", "REDIS_SERVER",  # launcher
-        "GPUS", "TORCH_THREADS",  # set by `evofleet worker` for its pool children
+        "GPUS", "TORCH_THREADS", "GPU_MEMORY_FRACTION",  # set by `evofleet worker` for its pool children
     }
 )
 

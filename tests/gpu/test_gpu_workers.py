@@ -37,6 +37,9 @@ def gpu_probe(candidate: Candidate, context: EvaluationContext) -> Scores:
     mode = candidate.params.get("mode", "ok")
     if mode == "oom":
         torch.empty(1 << 44, dtype=torch.uint8, device=context.device)  # 16 TiB
+    if mode == "half":  # over a 0.25 memory cap, far below the card's memory
+        total = torch.cuda.get_device_properties(context.device).total_memory
+        torch.empty(total // 2, dtype=torch.uint8, device=context.device)
     if mode == "assert":  # an out-of-bounds index: device-side assert, the context is broken
         values = torch.zeros(4, device=context.device)
         values[torch.tensor([10], device=context.device)] += 1
@@ -133,3 +136,32 @@ def test_out_of_memory_is_an_error_and_a_broken_context_replaces_the_child(gpu_w
     assert "CUDA context broken" in log.read_text()
     print("CUDA errors:", {k: (r.status.value, r.error and r.error.message[:80])
                            for k, r in results.items()})
+
+
+def test_two_children_share_each_gpu_and_a_memory_cap_keeps_an_oom_their_own(tmp_path: Path) -> None:
+    """``--children-per-gpu 2 --gpu-memory-fraction 0.25``: two children per GPU, each seeing
+    one device; a candidate asking for half the card fails alone, the others run."""
+    server = LocalRedis().start()
+    try:
+        with evofleet_worker(server.url, "gpu2@127.0.0.1", "--gpus", "auto",
+                             "--children-per-gpu", "2", "--gpu-memory-fraction", "0.25",
+                             log=tmp_path / "worker.log"):
+            rows = [{"id": f"c{i}", "params": {"seconds": 0.5}} for i in range(8 * GPU_COUNT)]
+            rows.append({"id": "half", "params": {"mode": "half"}})
+            spec = make_spec(rows, evaluator=PROBE, objectives=OBJECTIVES)
+            assert run_spec(spec, server.url, timeout_s=180).wait(0) == "complete"
+            results = {r.candidate_id: r
+                       for r in Ledger(redis.Redis.from_url(server.url), spec.id).iter_results()}
+    finally:
+        server.stop()
+    assert results["half"].status == Status.error
+    assert "out of memory" in results["half"].error.message.lower()  # type: ignore[union-attr]
+    ok = [r for r in results.values() if r.candidate_id != "half"]
+    assert {r.status for r in ok} == {Status.ok}
+    assert {r.scores["devices_seen"] for r in ok} == {1.0}
+    pids_of_bus: dict[float, set[float]] = {}
+    for r in ok:
+        pids_of_bus.setdefault(r.scores["bus"], set()).add(r.scores["pid"])
+    assert len(pids_of_bus) == GPU_COUNT
+    assert all(len(pids) == 2 for pids in pids_of_bus.values())  # two children on each GPU
+    print(f"children per GPU (pids by PCI bus): {pids_of_bus}")

@@ -126,3 +126,46 @@ def test_example_subset_through_evofleet_launch_in_local_mode(tmp_path: Path) ->
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     front = {entry["candidate_id"] for entry in summary["pareto_front"]}
     assert front and front <= set(rows)
+
+
+def test_a_chunk_trains_each_shape_as_one_vectorised_model_with_the_same_accuracy() -> None:
+    """``evaluate_batch``: same-shape candidates (own seeds and learning rates) trained together
+    reach the accuracy each reaches alone; other shapes in the chunk keep their own scores."""
+    torch.set_num_threads(1)
+    mlp = resolve("mlp")
+    shared = {"hidden": [32], "epochs": 3, "batch_size": 64}
+    params = [{**shared, "seed": seed, "lr": lr} for seed, lr in ((1, 0.005), (2, 0.01), (3, 0.02))]
+    params.insert(1, {"hidden": [16, 8], "epochs": 2, "seed": 4, "lr": 0.02})  # a shape of its own
+    candidates = [Candidate(id=f"c{i}", params=p) for i, p in enumerate(params)]
+    together = mlp.evaluate_batch(candidates, context())  # type: ignore[attr-defined]
+    alone = [mlp(candidate, context()) for candidate in candidates]
+    assert len(together) == len(candidates)
+    for batched, single, p in zip(together, alone, params, strict=True):
+        assert abs(batched["accuracy"] - single["accuracy"]) <= 0.01, (p, batched, single)
+        assert batched["params"] == single["params"] == parameter_count(p["hidden"])
+        assert batched["accuracy"] > 0.5
+    assert len({round(s["accuracy"], 6) for s in together}) > 1  # not one model copied
+
+
+def test_a_chunk_with_an_invalid_candidate_raises_so_each_is_scored_alone() -> None:
+    mlp = resolve("mlp")
+    chunk = [Candidate(id="ok", params={"epochs": 1}), Candidate(id="bad", params={"lr": -1})]
+    with pytest.raises(ValueError, match="lr"):
+        mlp.evaluate_batch(chunk, context())  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_mlp_chunks_on_a_real_worker_give_one_result_each(redis_url: str, session_worker: object) -> None:
+    from tests.conftest import make_spec, run_spec
+    from workers.contract import Status
+
+    rows = [{"id": f"m{i}", "params": {"hidden": [16], "epochs": 1, "seed": i, "lr": 0.01}}
+            for i in range(8)]
+    rows.append({"id": "bad", "params": {"hidden": [16], "epochs": 1, "lr": -1.0}})
+    spec = make_spec(rows, evaluator="mlp", objectives=OBJECTIVES, chunk_size=3)
+    generation = run_spec(spec, redis_url, timeout_s=120)
+    results = {r.candidate_id: r for r in generation.results()}
+    assert sorted(results) == sorted(row["id"] for row in rows)
+    assert results["bad"].status == Status.error and "lr" in results["bad"].error.message  # type: ignore[union-attr]
+    for i in range(8):
+        assert results[f"m{i}"].status == Status.ok and results[f"m{i}"].scores["accuracy"] > 0.3

@@ -109,6 +109,22 @@ def test_dry_run_builds_the_celery_command_line(monkeypatch: pytest.MonkeyPatch)
     assert bad.exit_code == 2 and "repeat" in bad.output
 
 
+def test_children_per_gpu_and_memory_fraction_on_the_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    runner = CliRunner()
+    shared = runner.invoke(app, ["worker", "--gpus", "0,2", "--children-per-gpu", "3",
+                                 "--gpu-memory-fraction", "0.3", "--dry-run"])
+    assert shared.exit_code == 0, shared.output
+    assert shared.output.startswith("EVOFLEET_GPUS=0,2 EVOFLEET_GPU_MEMORY_FRACTION=0.3 ")
+    assert "--concurrency 6 " in shared.output  # 2 GPUs x 3 children
+    for args, hint in ((["--children-per-gpu", "0"], "--children-per-gpu"),
+                       (["--gpu-memory-fraction", "1.5"], "--gpu-memory-fraction")):
+        bad = runner.invoke(app, ["worker", "--gpus", "0", *args, "--dry-run"])
+        assert bad.exit_code == 2 and hint in bad.output, bad.output
+
+
 def test_gpus_auto_falls_back_to_cpu_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     runner = CliRunner()
@@ -210,6 +226,30 @@ def test_children_pinned_to_distinct_gpus_through_recycling(
                 assert a.scores["gpu"] != b.scores["gpu"], (a, b)
     if not torch.cuda.is_available():
         assert {r.device for r in results} == {"cpu"}  # no CUDA here: same code on the CPU
+
+
+@pytest.mark.slow
+def test_two_children_share_each_gpu(private_redis: LocalRedis, tmp_path: Path) -> None:
+    """``--gpus 0,1 --children-per-gpu 2`` on the CPU: four children, two pinned to each id,
+    running side by side, and never more than two on one id at a time."""
+    url = private_redis.url
+    with evofleet_worker(url, "shared@127.0.0.1", "--gpus", "0,1", "--children-per-gpu", "2",
+                         log=tmp_path / "worker.log", visible="0,1"):
+        spec = probe_spec([{"id": f"c{i}", "params": {"seconds": 0.5}} for i in range(12)])
+        generation = run_spec(spec, url, timeout_s=90)
+        assert generation.wait(0) == "complete"
+    results = list(Ledger(redis.Redis.from_url(url), spec.id).iter_results())  # type: ignore[attr-defined]
+    assert len(results) == 12 and {r.status for r in results} == {Status.ok}
+    pids_of_gpu: dict[float, set[float]] = {}
+    for r in results:
+        pids_of_gpu.setdefault(r.scores["gpu"], set()).add(r.scores["pid"])
+    assert {gpu: len(pids) for gpu, pids in pids_of_gpu.items()} == {0.0: 2, 1.0: 2}
+    for a in results:  # at the instant each candidate starts, at most 2 run on its GPU
+        running = [b for b in results if b.scores["gpu"] == a.scores["gpu"]
+                   and b.started_at <= a.started_at < b.finished_at]  # type: ignore[operator]
+        assert len(running) <= 2, (a, running)
+    assert max(len([b for b in results if b.started_at <= a.started_at < b.finished_at])  # type: ignore[operator]
+               for a in results) >= 3  # the children really ran side by side
 
 
 @pytest.mark.slow

@@ -52,6 +52,28 @@ def test_live_children_cover_every_gpu_once_through_recycling(gpu_ids: list[str]
     assert len(pids_seen) > 200  # children really were replaced
 
 
+@pytest.mark.parametrize("per_gpu", [2, 3, 4])
+@pytest.mark.parametrize("gpu_ids", [["0"], ["0", "1"], ["1", "4", "6"]])
+def test_k_children_per_gpu_stay_k_through_recycling(gpu_ids: list[str], per_gpu: int) -> None:
+    """--children-per-gpu K: whatever dies and is replaced, every GPU holds exactly K live
+    children (none over K, none idle while another holds more)."""
+    rng = random.Random(len(gpu_ids) * 10 + per_gpu)
+    pool = SimulatedPool(len(gpu_ids) * per_gpu)
+    for _ in range(300):
+        held = [gpu_for_child(child.index, gpu_ids) for child in pool._pool]
+        assert {gpu: held.count(gpu) for gpu in gpu_ids} == dict.fromkeys(gpu_ids, per_gpu), held
+        victims = rng.sample(pool._pool, rng.randint(1, len(pool._pool)))
+        pool.recycle(victims)
+
+
+def test_memory_fraction_setting() -> None:
+    assert devices.memory_fraction(None) is None and devices.memory_fraction(" ") is None
+    assert devices.memory_fraction("0.25") == 0.25 and devices.memory_fraction("1") == 1.0
+    for bad in ("0", "1.5", "-0.1", "half", "nan"):
+        with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+            devices.memory_fraction(bad)
+
+
 def test_gpu_for_child_cpu_and_bad_index() -> None:
     assert gpu_for_child(0, []) is None
     assert gpu_for_child(5, []) is None
