@@ -197,6 +197,7 @@ def test_bad_broker_settings_and_options_are_one_line_and_exit_2(
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0], done.stderr  # one line, whatever the width
+    assert all(line.startswith(("error: ", "local mode: ")) for line in done.stderr.splitlines())
     assert "Traceback" not in done.stderr and "╭" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir.jsonl", "spec.yaml"]
 
