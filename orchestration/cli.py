@@ -40,7 +40,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(markup=False, emoji=False)  # data (ids, names) is never Rich markup
 
 BrokerOption = Annotated[
     str | None,
@@ -190,15 +190,14 @@ def launch_command(
     """
     settings = _settings(workers, concurrency)
     local = not (broker or settings.broker_url)
-    if out is not None or not local:
-        _check_output(out, fmt)
     try:
         spec, population = load_generation(spec_path)
     except SpecError as exc:
         raise _fail(str(exc)) from None
     if out is None and local:  # its Redis stops with it: the results must land somewhere
-        out = Path(f"{spec.id}.{'jsonl' if fmt in (None, 'json') else fmt}")
-        _check_output(out, fmt)
+        suffix = (fmt or "jsonl").lower()
+        out = Path(f"{spec.id}.{'jsonl' if suffix == 'json' else suffix}")
+    _check_output(out, fmt)  # after the spec: a bad spec leaves no file, whatever checking does
     if local and not quiet:
         err.print("local mode: starting a private redis-server and local worker(s)...")
     tally = FailureTally()

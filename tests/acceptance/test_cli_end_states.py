@@ -112,7 +112,7 @@ def test_status_then_cancel_ends_the_launcher_and_results_exports_everything(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     candidates = [
-        {"id": f"c{i}", "priority": ("high", "low")[i % 2], "params": {"seconds": 0.4}}
+        {"id": f"c{i}", "priority": ("high", "low")[i % 2], "params": {"seconds": 1.0}}
         for i in range(16)
     ]
     generation_id, spec_path = _spec_file(tmp_path, candidates)
