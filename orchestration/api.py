@@ -56,7 +56,18 @@ def check_broker(url: str, timeout_s: float = 5.0) -> None:
         ) from None
     try:
         client.ping()
-    except redis.AuthenticationError as exc:
+    except (redis.AuthenticationError, redis.ResponseError) as exc:
+        if not _auth_refused(exc):
+            raise BrokerUnreachable(
+                f"{where} did not answer like Redis ({type(exc).__name__}: {exc}); is it a "
+                "Redis server?"
+            ) from None
+        if client.connection_pool.connection_kwargs.get("password") is None:
+            # Redis's own reply (NOAUTH, or a paragraph about HELLO) does not say what to do.
+            raise BrokerUnreachable(
+                f"Redis at {where} requires a password; give it in the URL: "
+                "redis://:PASSWORD@host:port/db"
+            ) from None
         raise BrokerUnreachable(
             f"Redis at {where} refused the credentials ({exc}); give the password in the URL: "
             "redis://:PASSWORD@host:port/db"
@@ -70,6 +81,15 @@ def check_broker(url: str, timeout_s: float = 5.0) -> None:
         ) from None
     finally:
         client.close()
+
+
+def _auth_refused(exc: redis.RedisError) -> bool:
+    """Redis refused us for want of (the right) credentials: redis-py raises an
+    AuthenticationError, or a ResponseError ``NOAUTH``, depending on the command."""
+    text = str(exc)
+    return isinstance(exc, redis.AuthenticationError) or text.startswith("NOAUTH") or (
+        "authenticat" in text.lower()
+    )
 
 
 def _sinks(out: str | Path | None, fmt: str | None, objectives: list[str]) -> list[Sink]:

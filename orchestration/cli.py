@@ -1,5 +1,5 @@
-"""The ``evofleet`` command line. Exit codes: 0 complete, 3 partial or cancelled, 2 invalid input,
-130 interrupted."""
+"""The ``evofleet`` command line. Exit codes: 0 complete, 2 invalid input, 3 partial or cancelled,
+4 complete but no candidate ended ok, 130 interrupted."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from rich.table import Table
 
 from orchestration.api import BrokerUnreachable, attach, check_broker, launch, launcher_app
 from orchestration.generation import CollectorBusy, Generation
-from orchestration.progress import ProgressDisplay, print_summary
+from orchestration.messages import err, error
+from orchestration.progress import FailureTally, ProgressDisplay, print_summary
 from orchestration.settings import LaunchSettings
 from orchestration.sinks import check_output, open_sink, summary_path, write_summary
 from orchestration.spec_loading import SpecError, load_generation, spec_from_dict
@@ -27,21 +28,20 @@ from workers.ledger import RUNNING, GenerationNotFound, Ledger
 from workers.redis_client import connect
 from workers.summary import summarize
 
-EXIT_COMPLETE, EXIT_INVALID, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_COMPLETE, EXIT_INVALID, EXIT_PARTIAL, EXIT_NONE_OK, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 LOCAL_STOP_S = 30.0  # Ctrl-C in local mode: the longest the cancel and shutdown may take
 
 app = typer.Typer(
     help="Evaluate a generation of optimizer candidates on Celery workers, with one result "
     "per candidate whatever happens to the workers.",
-    epilog="Exit codes: 0 complete; 3 partial (deadline) or cancelled; 2 invalid input or "
-    "settings, nothing submitted; 130 interrupted. Settings: EVOFLEET_* environment variables "
-    "(see README).",
+    epilog="Exit codes: 0 complete; 2 invalid input or settings, nothing submitted; 3 partial "
+    "(deadline) or cancelled; 4 complete but no candidate ended ok (the most common errors are "
+    "printed); 130 interrupted. Settings: EVOFLEET_* environment variables (see README).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+console = Console(markup=False, emoji=False)  # data (ids, names) is never Rich markup
 
 BrokerOption = Annotated[
     str | None,
@@ -55,7 +55,8 @@ BrokerOption = Annotated[
 ]
 OutOption = Annotated[
     Path | None,
-    typer.Option("--out", "-o", help="Results file: .jsonl, .parquet or .csv.", show_default=False),
+    typer.Option("--out", "-o", help="Results file: .jsonl, .parquet or .csv (launch in local "
+                 "mode: GEN.jsonl here by default).", show_default=False),
 ]
 FormatOption = Annotated[
     str | None,
@@ -92,7 +93,7 @@ def _options(
 
 
 def _fail(message: str, code: int = EXIT_INVALID) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    error(message)
     return typer.Exit(code)
 
 
@@ -116,10 +117,19 @@ def _deployment_url(broker: str | None) -> str:
     return url
 
 
-def _run(generation: Generation, out: Path | None, quiet: bool) -> int:
+def _announce(generation: Generation, out: Path | None) -> None:
+    """One line at the start: the id that status, resume and cancel take, and where results go."""
+    where = (f"results to {out}" if out is not None else
+             f"no results file (`evofleet results {generation.id} --out FILE` writes one)")
+    plural = "" if generation.total == 1 else "s"
+    err.print(f"generation {generation.id}: {generation.total} candidate{plural}, {where}")
+
+
+def _run(generation: Generation, out: Path | None, quiet: bool, tally: FailureTally) -> int:
+    """Show progress until the generation ends; return the exit code (see the module docstring)."""
     display = None if quiet else ProgressDisplay(generation.total, console=err)
     if display is not None:
-        generation.on_batch = display.on_batch
+        tally.forward = display.on_batch
         display.__enter__()
     interrupted = False
     try:
@@ -137,17 +147,21 @@ def _run(generation: Generation, out: Path | None, quiet: bool) -> int:
     summary = generation.summary() or {}
     if not quiet:
         print_summary(summary, console)
-    counts = summary.get("counts", {})
-    if generation.total and not counts.get("ok"):
-        failed = ", ".join(f"{name} {n}" for name, n in counts.items() if n)
-        err.print(f"[bold yellow]warning:[/] no candidate ended ok ({failed}); "
-                  "the results' error field says why")
     if out is not None:
         written = write_summary(summary_path(out), summary)
         err.print(f"results: {out}   summary: {written}")
     if interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_COMPLETE if status == "complete" else EXIT_PARTIAL
+    counts = summary.get("counts", {})
+    none_ok = bool(generation.total) and not counts.get("ok")
+    if none_ok and status != "cancelled":
+        failed = ", ".join(f"{name} {n}" for name, n in counts.items() if n)
+        error(f"no candidate ended ok ({failed}); the most common failures:")
+        for line in tally.most_common(3):
+            err.print("  " + line)
+    if status != "complete":
+        return EXIT_PARTIAL
+    return EXIT_NONE_OK if none_ok else EXIT_COMPLETE
 
 
 def _cancel_local(generation: Generation) -> str:
@@ -187,22 +201,29 @@ def launch_command(
     """Run a generation: against a deployment when a broker is set, else in local mode.
 
     The spec format (YAML or JSON) is in README.md, "A generation spec"; examples/ has some.
+    Local mode keeps nothing after it exits, so without --out it writes GEN.jsonl here.
     """
-    _check_output(out, fmt)
+    settings = _settings(workers, concurrency)
+    local = not (broker or settings.broker_url)
     try:
         spec, population = load_generation(spec_path)
     except SpecError as exc:
         raise _fail(str(exc)) from None
-    settings = _settings(workers, concurrency)
-    if not (broker or settings.broker_url) and not quiet:
+    if out is None and local:  # its Redis stops with it: the results must land somewhere
+        suffix = (fmt or "jsonl").lower()
+        out = Path(f"{spec.id}.{'jsonl' if suffix == 'json' else suffix}")
+    _check_output(out, fmt)  # after the spec: a bad spec leaves no file, whatever checking does
+    if local and not quiet:
         err.print("local mode: starting a private redis-server and local worker(s)...")
+    tally = FailureTally()
     try:
         generation = launch(spec, broker_url=broker, settings=settings, out=out, fmt=fmt,
-                            candidates=population)
+                            candidates=population, on_batch=tally.on_batch)
         del spec, population  # a large population must not stay alive for the whole run
     except ValueError as exc:  # e.g. the generation id is already in use
         raise _fail(str(exc)) from None
-    raise typer.Exit(_run(generation, out, quiet))
+    _announce(generation, out)
+    raise typer.Exit(_run(generation, out, quiet, tally))
 
 
 def demo_spec(candidates: int, seed: int) -> dict[str, Any]:
@@ -247,8 +268,11 @@ def demo(
     settings = _settings(workers, concurrency)
     if not (broker or settings.broker_url) and not quiet:
         err.print("local mode: starting a private redis-server and a local worker...")
-    generation = launch(spec, broker_url=broker, settings=settings, out=out)
-    raise typer.Exit(_run(generation, out, quiet))
+    tally = FailureTally()
+    generation = launch(spec, broker_url=broker, settings=settings, out=out,
+                        on_batch=tally.on_batch)
+    _announce(generation, out)
+    raise typer.Exit(_run(generation, out, quiet, tally))
 
 
 @app.command()
@@ -262,13 +286,15 @@ def resume(
     """Re-attach to a generation whose launcher died: submit the rest, collect every result."""
     _check_output(out, fmt)
     url = _deployment_url(broker)
+    tally = FailureTally()
     try:
-        generation = attach(generation_id, broker_url=url, out=out, fmt=fmt)
+        generation = attach(generation_id, broker_url=url, out=out, fmt=fmt,
+                            on_batch=tally.on_batch)
     except GenerationNotFound:
         raise _fail(f"no generation {generation_id!r} in Redis (never launched, or expired)") from None
     except CollectorBusy as exc:
         raise _fail(f"{exc}; it is still running, nothing to resume") from None
-    raise typer.Exit(_run(generation, out, quiet))
+    raise typer.Exit(_run(generation, out, quiet, tally))
 
 
 def _ledger(generation_id: str, broker: str | None) -> Ledger:

@@ -5,22 +5,32 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
+import typer
 from pydantic import ValidationError
-from rich.console import Console
+
+from orchestration.messages import clip_repr, error
 
 EXIT_INVALID = 2
-err = Console(stderr=True)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # SIGTERM (systemd, timeout, a supervisor) cleans up like Ctrl-C
 
 
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}")
-    sys.exit(EXIT_INVALID)
+def _fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
+    error(message)
+    sys.exit(code)
+
+
+def _usage_error(exc: typer.TyperException) -> NoReturn:
+    """Click's usage errors in the same one-line style as ours (not a boxed panel)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # the help has been printed already
+        sys.exit(exc.exit_code)
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    _fail(exc.format_message() + hint, exc.exit_code)
 
 
 def main() -> None:
@@ -37,14 +47,19 @@ def main() -> None:
         from orchestration.spec_loading import SpecError
 
         try:
-            app()
+            code = app(standalone_mode=False)
         except (SpecError, BrokerUnreachable, LocalClusterError) as exc:
             _fail(str(exc))
+        except typer.TyperException as exc:
+            _usage_error(exc)
+        except typer.Abort:
+            _fail("aborted", 1)
     except ValidationError as exc:
         _fail("invalid setting " + "; ".join(
-            f"EVOFLEET_{'_'.join(map(str, e['loc'])).upper()}={e['input']!r}: {e['msg']}"
+            f"EVOFLEET_{'_'.join(map(str, e['loc'])).upper()}={clip_repr(e['input'])}: {e['msg']}"
             for e in exc.errors()
         ))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

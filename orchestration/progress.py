@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
+from orchestration.messages import printable
 from workers.contract import EvaluationResult, Status
 
 STATUS_STYLE = {
@@ -58,6 +60,42 @@ class ProgressDisplay:
         self.progress.update(self.task, advance=len(batch), counts=_counts_text(self.counts))
 
 
+class FailureTally:
+    """Counts failed results by status and error, to name the most common failures at the end.
+
+    An ``on_batch`` callback; it hands each batch on to ``forward`` (the progress display).
+    """
+
+    KINDS = 1000  # distinct failures kept; more are counted together (messages can be unique)
+    MESSAGE_LIMIT = 120
+
+    def __init__(self, forward: Callable[[Sequence[EvaluationResult]], None] | None = None) -> None:
+        self.forward = forward
+        self.failures: Counter[str] = Counter()
+
+    def on_batch(self, batch: Sequence[EvaluationResult]) -> None:
+        for result in batch:
+            if result.status in (Status.ok, Status.cancelled):
+                continue
+            kind = self.describe(result)
+            if kind not in self.failures and len(self.failures) >= self.KINDS:
+                kind = f"{result.status.value} (other failures)"
+            self.failures[kind] += 1
+        if self.forward is not None:
+            self.forward(batch)
+
+    def describe(self, result: EvaluationResult) -> str:
+        """``error ValueError: no score ...``: status, error type and message, one line."""
+        if result.error is None:
+            return result.status.value
+        message = printable(result.error.message.strip(), self.MESSAGE_LIMIT)
+        return f"{result.status.value} {result.error.type}" + (f": {message}" if message else "")
+
+    def most_common(self, n: int = 3) -> list[str]:
+        """The ``n`` most common failures, one line each: ``12x error ValueError: ...``."""
+        return [f"{count}x {kind}" for kind, count in self.failures.most_common(n)]
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -66,10 +104,18 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _plain(value: Any) -> Text:
+    """Data as a table cell: never read as Rich markup or emoji, control characters escaped."""
+    return Text(printable(value, None))
+
+
 def print_summary(summary: Mapping[str, Any], console: Console | None = None) -> None:
-    """The summary as tables: counts, best per objective, Pareto front, workers."""
+    """The summary as tables: counts, best per objective, Pareto front, workers.
+
+    Ids and objective names are data: they are shown as plain text, never as Rich markup.
+    """
     console = console or Console()
-    counts = Table(title=f"generation {summary.get('generation_id')}: {summary.get('status')}")
+    counts = Table(title=_plain(f"generation {summary.get('generation_id')}: {summary.get('status')}"))
     for status in Status:
         counts.add_column(status.value, justify="right", style=STATUS_STYLE[status.value])
     counts.add_column("wall s", justify="right")
@@ -88,7 +134,7 @@ def print_summary(summary: Mapping[str, Any], console: Console | None = None) ->
     for name, entry in summary.get("best", {}).items():
         if entry:
             scores = ", ".join(f"{k}={_fmt(v)}" for k, v in entry["scores"].items())
-            best.add_row(name, entry["candidate_id"], scores)
+            best.add_row(_plain(name), _plain(entry["candidate_id"]), _plain(scores))
     console.print(best)
 
     front = summary.get("pareto_front", [])
@@ -98,10 +144,10 @@ def print_summary(summary: Mapping[str, Any], console: Console | None = None) ->
     table.add_column("candidate")
     names = list(front[0]["scores"]) if front else []
     for name in names:
-        table.add_column(name, justify="right")
+        table.add_column(_plain(name), justify="right")
     for entry in front[:20]:
         label = entry["candidate_id"] + (f" (+{entry['ties']} tied)" if entry.get("ties") else "")
-        table.add_row(label, *[_fmt(entry["scores"].get(n)) for n in names])
+        table.add_row(_plain(label), *[_fmt(entry["scores"].get(n)) for n in names])
     if len(front) > 20:
         table.add_row(f"... {len(front) - 20} more", *["" for _ in names])
     console.print(table)
@@ -110,4 +156,5 @@ def print_summary(summary: Mapping[str, Any], console: Console | None = None) ->
     for status, ids in failed.items():
         if ids:
             shown = ", ".join(ids[:10]) + (f" ... ({len(ids)})" if len(ids) > 10 else "")
-            console.print(f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]: {shown}")
+            console.print(Text.assemble((status, STATUS_STYLE.get(status, "white")), ": ",
+                                        printable(shown, None)))

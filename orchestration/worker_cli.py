@@ -21,7 +21,7 @@ from workers.devices import GPUS_ENV, MEMORY_FRACTION_ENV, memory_fraction, pars
 from workers.keys import WORKER_SLOTS
 from workers.redis_client import connect
 
-console = Console()
+console = Console(markup=False, emoji=False)  # data (ids, names) is never Rich markup
 
 
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"

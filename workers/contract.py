@@ -89,6 +89,15 @@ class Candidate(BaseModel):
     priority: Priority = Priority.normal
     metadata: dict[str, Any] | None = None
 
+    @field_validator("id")
+    @classmethod
+    def _printable_id(cls, value: str) -> str:
+        # Ids reach terminals, CSV cells and logs: a newline, ESC or NUL there corrupts them.
+        if not value.isprintable():
+            bad = next(c for c in value if not c.isprintable())
+            raise ValueError(f"must be printable text: it contains {bad!r} (U+{ord(bad):04X})")
+        return value
+
     @field_validator("params", "metadata")
     @classmethod
     def _plain_json(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:

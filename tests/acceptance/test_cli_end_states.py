@@ -112,8 +112,8 @@ def test_status_then_cancel_ends_the_launcher_and_results_exports_everything(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     candidates = [
-        {"id": f"c{i}", "priority": ("high", "low")[i % 2], "params": {"seconds": 0.4}}
-        for i in range(40)  # 8 s on 2 children: status and cancel arrive in time even under load
+        {"id": f"c{i}", "priority": ("high", "low")[i % 2], "params": {"seconds": 1.0}}
+        for i in range(16)  # 8 s on 2 children: status and cancel arrive in time under load
     ]
     generation_id, spec_path = _spec_file(tmp_path, candidates)
     launcher = _launch(cluster, spec_path, tmp_path / "launch.jsonl")

@@ -98,6 +98,8 @@ def test_launch_against_deployment_exits_0_and_writes_results_and_summary(
     out = tmp_path / "out" / "results.jsonl"
     done = evofleet("launch", str(spec), "--out", str(out), broker=redis_url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    # The id comes first, so the user can `status`, `resume` or `cancel` the generation.
+    assert done.stderr.splitlines()[0] == f"generation {gen_id}: 4 candidates, results to {out}"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["candidate_id"] for r in rows) == ["a", "b", "c", "d"]
     summary = json.loads((tmp_path / "out" / "results.summary.json").read_text())
@@ -111,14 +113,21 @@ def test_launch_against_deployment_exits_0_and_writes_results_and_summary(
 
 
 @pytest.mark.slow
-def test_launch_in_local_mode_without_broker(tmp_path: Path) -> None:
+def test_launch_in_local_mode_without_broker_or_out_writes_a_file_named_after_it(
+    tmp_path: Path,
+) -> None:
+    """Local mode keeps nothing after it exits: without --out the results land in GEN.<format>
+    in the current directory, and the first line says so."""
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC.format(gen_id="local-mode"))
-    out = tmp_path / "results.csv"
-    done = evofleet("launch", str(spec), "--out", str(out), "--workers", "2", broker=None,
+    out = tmp_path / "local-mode.csv"
+    done = evofleet("launch", str(spec), "--format", "csv", "--workers", "2", broker=None,
                     cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "local mode" in done.stderr
+    assert done.stderr.splitlines()[:2] == [
+        "local mode: starting a private redis-server and local worker(s)...",
+        "generation local-mode: 4 candidates, results to local-mode.csv",
+    ]
     lines = out.read_text().splitlines()
     assert lines[0].startswith("generation_id,candidate_id,status") and len(lines) == 5
     workers = {line.split(",")[5] for line in lines[1:]}
@@ -173,7 +182,7 @@ class HttpLike(socketserver.StreamRequestHandler):
         (["demo"], {"EVOFLEET_REDIS_SERVER": "/bin/false"}, "redis-server /bin/false exited"),
         (["demo", "--out", "adir.jsonl"], {}, "cannot write results to 'adir.jsonl': it is a directory"),
         (["demo", "--workers", "0"], {}, "Invalid value for '--workers'"),
-        (["launch", "SPEC", "--format", "parquet"], {}, "--format needs --out"),
+        (["launch", "SPEC", "--format", "parquet", "--broker", "NOT_REDIS"], {}, "--format needs --out"),
         (["launch", "SPEC", "-o", "r.jsonl", "--format", "xml"], {}, "unknown output format 'xml'"),
     ],
 )
@@ -183,10 +192,12 @@ def test_bad_broker_settings_and_options_are_one_line_and_exit_2(
     (tmp_path / "adir.jsonl").mkdir()
     (tmp_path / "spec.yaml").write_text(SPEC.format(gen_id="never"))
     args = [not_redis if a == "NOT_REDIS" else "spec.yaml" if a == "SPEC" else a for a in args]
-    done = evofleet(*args, broker=None, cwd=tmp_path, timeout=60, **env)
+    done = evofleet(*args, broker=None, cwd=tmp_path, timeout=60, **{"COLUMNS": "80", **env})
     assert done.returncode == 2, done.stderr
-    assert expected in " ".join(done.stderr.split())
-    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], done.stderr  # one line, whatever the width
+    assert all(line.startswith(("error: ", "local mode: ")) for line in done.stderr.splitlines())
+    assert "Traceback" not in done.stderr and "╭" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir.jsonl", "spec.yaml"]
 
 
@@ -277,12 +288,64 @@ def test_a_users_workers_package_in_the_launch_directory_is_refused(tmp_path: Pa
     assert "would shadow evofleet's own `workers` package" in " ".join(done.stderr.split())
 
 
-def test_a_generation_where_nothing_ended_ok_warns(
+def test_a_generation_where_nothing_ended_ok_exits_4_naming_the_errors(
     redis_url: str, session_worker: LocalWorker, tmp_path: Path
 ) -> None:
-    """A misnamed objective fails every candidate: still complete (exit 0), but said loudly."""
+    """A misnamed objective fails every candidate: complete, but exit 4 and the most common
+    error with its count, so scripts and CI notice."""
     spec = SPEC.format(gen_id=f"none-ok-{tmp_path.name}").replace("f1: min, f2: min", "g: min")
     (tmp_path / "spec.yaml").write_text(spec)
     done = evofleet("launch", "spec.yaml", "-q", broker=redis_url, cwd=tmp_path)
+    assert done.returncode == 4, done.stderr
+    lines = done.stderr.splitlines()
+    assert "error: no candidate ended ok (error 4); the most common failures:" in lines
+    assert lines[-1].startswith("  4x error ") and "'g'" in lines[-1], lines
+
+
+def alias_bomb() -> str:
+    levels = [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    return ("id: {gen_id}\nevaluator: zdt2\nobjectives: {{f1: min, f2: min}}\nl0: &l0 [lol, lol]\n"
+            + "\n".join(levels) + "\ncandidates:\n  - {{id: a, params: {{x: *l8}}}}\n")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ((SPEC + "# caf\u00e9\n").encode("latin-1"), "spec.yaml: line 12: not UTF-8 text"),
+        (alias_bomb().encode(), "(an alias bomb?)"),
+        (SPEC.replace("id: b,", 'id: "b\\e[2J\\0",').encode(),
+         "field 'id': must be printable text: it contains '\\x1b'"),
+        (SPEC.replace("evaluator: zdt2", "evaluator: os:system").encode(),
+         "'os:system' cannot be called as evaluator(candidate, context)"),
+        (SPEC.replace("batch_size", "batchsize").encode(), "did you mean 'batch_size'?"),
+    ],
+    ids=["latin-1", "alias-bomb", "control-characters", "os-system", "misspelt-field"],
+)
+def test_hostile_specs_exit_2_in_one_line_and_leave_nothing(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path, content: bytes, expected: str
+) -> None:
+    gen_id = f"hostile-{tmp_path.name}"
+    (tmp_path / "spec.yaml").write_bytes(content.replace(b"{gen_id}", gen_id.encode())
+                                         .replace(b"{{", b"{").replace(b"}}", b"}"))
+    done = evofleet("launch", "spec.yaml", "-o", "r.jsonl", broker=redis_url, cwd=tmp_path,
+                    COLUMNS="80")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: spec.yaml"), done.stderr
+    assert expected in done.stderr
+    assert keys_of(redis_client, gen_id) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["spec.yaml"]
+
+
+def test_ids_that_look_like_rich_markup_are_printed_as_they_are(
+    redis_url: str, session_worker: LocalWorker, tmp_path: Path
+) -> None:
+    """An id such as ``v2[/bold]`` once crashed the summary (exit 1, no summary file)."""
+    gen_id = f"markup-{tmp_path.name}"
+    spec = SPEC.format(gen_id=gen_id)
+    for old, new in (("id: a,", 'id: "v2[/bold]",'), ("id: b,", 'id: "[red]b:smile:",')):
+        spec = spec.replace(old, new)
+    (tmp_path / "spec.yaml").write_text(spec)
+    done = evofleet("launch", "spec.yaml", "-o", "r.jsonl", broker=redis_url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "warning: no candidate ended ok (error 4)" in " ".join(done.stderr.split())
+    assert "v2[/bold]" in done.stdout and "[red]b:smile:" in done.stdout
+    assert json.loads((tmp_path / "r.summary.json").read_text())["counts"]["ok"] == 4

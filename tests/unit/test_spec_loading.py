@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,135 @@ def test_empty_population(tmp_path: Path) -> None:
 
 def test_missing_spec_file(tmp_path: Path) -> None:
     assert "no such file" in error_of(tmp_path / "absent.yaml")
+
+
+# -- hostile or malformed input: one line naming the file, the line or the field ----------------
+
+def one_line(message: str) -> str:
+    assert "\n" not in message and "<unicode string>" not in message, message
+    return message
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (GOOD.encode("utf-16"), "it looks like UTF-16"),
+    (GOOD.replace("c2", "caf\u00e9").encode("latin-1"), "byte 0xe9"),
+    (bytes(range(256)) * 4, "byte 0x80"),
+])
+def test_a_spec_that_is_not_utf8_is_one_line(tmp_path: Path, content: bytes, reason: str) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(content)
+    message = one_line(error_of(path))
+    assert message.startswith(f"{path}: line ") and "not UTF-8" in message and reason in message
+
+
+def test_a_population_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / "pop.jsonl").write_bytes(b'{"id": "a"}\n{"id": "caf\xe9"}\n')
+    text = "evaluator: zdt1\nobjectives: {f1: min}\ncandidates_file: pop.jsonl\n"
+    message = one_line(error_of(write(tmp_path, text)))
+    assert "pop.jsonl: line 2: not UTF-8 text (byte 0xe9" in message
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """A "billion laughs": each level's list repeats the level below ten times."""
+    lines = ["evaluator: zdt1", "objectives: {f1: min}", "l0: &l0 [lol, lol, lol, lol, lol]"]
+    for level in range(1, levels):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 10) + "]")
+    lines.append(f"candidates:\n  - {{id: a, params: {{x: *l{levels - 1}}}}}")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    path = write(tmp_path, alias_bomb())
+    assert path.stat().st_size < 1000
+    started = time.monotonic()
+    message = one_line(error_of(path))
+    assert time.monotonic() - started < 5  # expanded, it would be 5e8 strings
+    assert message.startswith(f"{path}:4:") and "alias bomb" in message
+
+
+def test_yaml_aliases_that_reuse_values_still_load(tmp_path: Path) -> None:
+    text = GOOD.replace("params: {x: [0.2, 0.5, 0.9]}", "params: *defaults").replace(
+        "params: {x: [0.1, 0.5, 0.9]}", "params: &defaults {x: [0.1, 0.5, 0.9]}"
+    )
+    spec = load_spec(write(tmp_path, text))
+    assert spec.candidates[0].params == spec.candidates[1].params == {"x": [0.1, 0.5, 0.9]}
+
+
+def test_a_recursive_yaml_alias_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("params: {x: [0.2, 0.5, 0.9]}", "params: &p {x: *p}"))
+    assert "an alias refers to a node that contains it" in one_line(error_of(path))
+
+
+def test_yaml_syntax_error_is_file_line_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "evaluator: zdt1\nobjectives: {f1: min\ncandidates: []\n")
+    message = one_line(error_of(path))
+    assert message.startswith(f"{path}:3:") and "malformed YAML" in message
+
+
+def test_json_syntax_error_is_file_line_column(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"evaluator": "zdt1",\n "objectives": {"f1": "min"}\n "x": 1}', "s.json")
+    assert one_line(error_of(path)).startswith(f"{path}:3:2: malformed JSON")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (GOOD + "chunksize: 4\n", "field 'chunksize': unknown field (did you mean 'chunk_size'?)"),
+    (GOOD.replace("priority: high", "prio: high"),
+     "candidate #0 (id 'c1'), field 'prio': unknown field (did you mean 'priority'?)"),
+    (GOOD + "zzz: 1\n", "field 'zzz': unknown field (known: id, evaluator, objectives"),
+])
+def test_an_unknown_field_suggests_the_close_one(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in one_line(error_of(write(tmp_path, text)))
+
+
+def test_an_unknown_field_in_a_population_line_suggests_the_close_one(tmp_path: Path) -> None:
+    (tmp_path / "pop.jsonl").write_text('{"id": "a", "parms": {}}\n')
+    text = "evaluator: zdt1\nobjectives: {f1: min}\ncandidates_file: pop.jsonl\n"
+    message = error_of(write(tmp_path, text))
+    assert "line 1 (id 'a'): field 'parms': unknown field (did you mean 'params'?)" in message
+
+
+@pytest.mark.parametrize("text", [
+    GOOD.replace("evaluator: zdt1", "evaluator: " + "x" * 5000),
+    GOOD.replace("id: c2", "id: " + "y" * 5000),
+    GOOD.replace("id: c1", "id: " + "z" * 250).replace("id: c2", "id: " + "z" * 250),  # duplicate
+])
+def test_long_bad_values_are_cut_short(tmp_path: Path, text: str) -> None:
+    message = one_line(error_of(write(tmp_path, text)))
+    assert len(message) < 400 and "..." in message
+
+
+def test_the_same_error_in_many_candidates_is_said_once(tmp_path: Path) -> None:
+    rows = "".join(f"  - {{id: c{i}, priority: urgent}}\n" for i in range(100))
+    text = f"evaluator: zdt1\nobjectives: {{f1: min}}\ncandidates:\n{rows}"
+    message = one_line(error_of(write(tmp_path, text)))
+    assert message.count("Input should be") == 1
+    assert "candidate #0 (id 'c0'), field 'priority'" in message
+    assert "(and 99 more candidates like it)" in message
+
+
+@pytest.mark.parametrize("bad", ["\\n", "\\e[2J", "\\0", "\\u202e", "\\t"])
+def test_candidate_ids_must_be_printable(tmp_path: Path, bad: str) -> None:
+    path = write(tmp_path, GOOD.replace("id: c2", f'id: "c{bad}2"'))
+    message = one_line(error_of(path))
+    assert "candidate #1" in message and "field 'id': must be printable text" in message
+
+
+def test_printable_ids_may_hold_brackets_colons_and_any_script(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, GOOD.replace("id: c2", 'id: "v2[/bold] :smile: \u00e9\u4e2d"')))
+    assert spec.candidates[1].id == "v2[/bold] :smile: \u00e9\u4e2d"
+
+
+@pytest.mark.parametrize("evaluator", ["os:system", "math:log", "builtins:max", "json:dumps"])
+def test_an_evaluator_that_cannot_take_candidate_and_context_is_refused(
+    tmp_path: Path, evaluator: str
+) -> None:
+    message = one_line(error_of(write(tmp_path, GOOD.replace("zdt1", evaluator))))
+    assert "field 'evaluator'" in message and f"'{evaluator}'" in message
+    assert "(candidate, context)" in message
+
+
+def test_a_module_function_evaluator_taking_candidate_and_context_is_accepted(
+    tmp_path: Path,
+) -> None:
+    spec = load_spec(write(tmp_path, GOOD.replace("zdt1", "tests.sample_evaluators:by_params")))
+    assert spec.evaluator == "tests.sample_evaluators:by_params"
