@@ -96,12 +96,25 @@ def spec_from_dict(
         try:
             function = resolve(spec.evaluator)
         except UnknownEvaluator as exc:
+            if _needs_worker_package(spec.evaluator, exc):
+                return spec  # a light launcher lacks torch, say: the workers have it and check
             message = str(exc).replace(repr(spec.evaluator), clip_repr(spec.evaluator))
             raise SpecError(f"{source}: field 'evaluator': {printable(message, 300)}") from None
         problem = _call_problem(spec.evaluator, function)
         if problem:
             raise SpecError(f"{source}: field 'evaluator': {problem}")
     return spec
+
+
+def _needs_worker_package(name: str, exc: UnknownEvaluator) -> bool:
+    """The evaluator's module exists but imports a package this launcher does not have."""
+    missing = exc.__cause__
+    if not isinstance(missing, ModuleNotFoundError) or not missing.name:
+        return False
+    module = registered().get(name, name).partition(":")[0]
+    parts = module.split(".")
+    # The named module (or a package above it) missing is a wrong name, not a worker-only need.
+    return missing.name not in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
 
 
 def _call_problem(name: str, function: Callable[..., Any]) -> str | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.spec_loading import SpecError, load_spec
+from orchestration.spec_loading import SpecError, load_spec, spec_from_dict
 
 GOOD = """
 id: gen-0001
@@ -268,3 +268,13 @@ def test_a_module_function_evaluator_taking_candidate_and_context_is_accepted(
 ) -> None:
     spec = load_spec(write(tmp_path, GOOD.replace("zdt1", "tests.sample_evaluators:by_params")))
     assert spec.evaluator == "tests.sample_evaluators:by_params"
+
+
+def test_a_light_launcher_accepts_an_evaluator_whose_module_needs_a_worker_only_package() -> None:
+    """The launcher may lack torch: the module's own import of it is the workers' business;
+    a module that does not exist at all is still refused."""
+    data = {"evaluator": "tests.worker_only_evaluator:evaluate", "objectives": {"f": "min"},
+            "candidates": [{"id": "a"}]}
+    assert spec_from_dict(data).evaluator == "tests.worker_only_evaluator:evaluate"
+    with pytest.raises(SpecError, match="does not import"):
+        spec_from_dict({**data, "evaluator": "tests.no_such_module_here:evaluate"})
