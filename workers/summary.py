@@ -188,11 +188,10 @@ class _Accumulator:
             others = [self._cost(result, other) for other in self.objectives if other != name]
             key = (self.signs[name] * value, *others, result.candidate_id)
             heap = self.top[name]
-            item = _Ranked(key, result.candidate_id, result.scores, result.params)
             if len(heap) < TOP_K:
-                heapq.heappush(heap, item)
+                heapq.heappush(heap, _Ranked(key, result.candidate_id, result.scores, result.params))
             elif heap[0].key > key:
-                heapq.heapreplace(heap, item)
+                heapq.heapreplace(heap, _Ranked(key, result.candidate_id, result.scores, result.params))
 
     def top_k(self) -> dict[str, list[dict[str, Any]]]:
         return {

@@ -112,7 +112,8 @@ def test_status_then_cancel_ends_the_launcher_and_results_exports_everything(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     candidates = [
-        {"id": f"c{i}", "priority": ("high", "low")[i % 2], "params": {"seconds": 0.4}}
+        # Long enough that the status and cancel commands (~3 s each on a busy machine) come first.
+        {"id": f"c{i}", "priority": ("high", "low")[i % 2], "params": {"seconds": 1.5}}
         for i in range(16)
     ]
     generation_id, spec_path = _spec_file(tmp_path, candidates)

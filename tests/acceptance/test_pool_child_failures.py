@@ -95,6 +95,7 @@ def test_a_child_that_kills_itself_is_crashed_never_timeout_under_a_short_hard_l
         assert result.attempts == CRASH_RETRIES + 1
         assert result.error is not None and result.error.signal == "SIGKILL"
         assert result.error.exitcode == -9
+        assert result.params == {"log": str(log), **modes[cid]}  # echoed by the main process
     assert runs(log) == dict.fromkeys(modes, CRASH_RETRIES + 1)
     # Found dead within a fraction of a second (generous bound: well under the 4 s limit).
     last_run = {line.split()[0]: float(line.split()[2]) for line in log.read_text().splitlines()}
