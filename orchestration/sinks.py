@@ -76,7 +76,8 @@ def _try_create(path: Path) -> None:
     except FileExistsError:
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path)) from None
-        os.close(os.open(path, os.O_WRONLY))  # appends nothing, truncates nothing
+        # Writes nothing, truncates nothing; a FIFO without a reader fails instead of blocking.
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
         return
     os.close(fd)
     path.unlink()
