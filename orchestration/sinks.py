@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -15,7 +16,7 @@ FORMATS = ("jsonl", "parquet", "csv")
 _FIXED_COLUMNS = (
     "generation_id", "candidate_id", "status", "priority", "attempts", "worker", "device",
     "submitted_at", "started_at", "finished_at", "eval_seconds",
-    "error_type", "error_message", "exitcode", "signal",
+    "error_type", "error_message", "exitcode", "signal", "params", "metadata",
 )
 
 
@@ -44,21 +45,42 @@ def format_for(path: str | Path, explicit: str | None = None) -> str:
 
 def check_output(path: str | Path, explicit: str | None = None) -> str:
     """The format of an output file that can be written, checked before anything is submitted;
-    raises ValueError saying what is wrong (the format, a directory, no permission)."""
+    raises ValueError saying what is wrong (the format, a directory, no permission).
+
+    The results file and its summary are really created (then removed again, unless they
+    existed): permission bits say yes to root, and say nothing of /proc, read-only mounts or
+    names too long.
+    """
     path = Path(path)
     if explicit is not None and explicit.lower() not in (*FORMATS, "json"):
         raise ValueError(f"unknown output format {explicit!r}: use --format {'|'.join(FORMATS)}")
     fmt = format_for(path, explicit)
-    if path.is_dir():
-        raise ValueError(f"cannot write results to {str(path)!r}: it is a directory")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise ValueError(f"cannot write results to {str(path)!r}: it is a directory")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a parent is a file
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
+        for target in (path, summary_path(path)):
+            _try_create(target)
     except OSError as exc:
         raise ValueError(f"cannot write results to {str(path)!r}: {exc.strerror or exc}") from None
-    target = path if path.exists() else path.parent
-    if not os.access(target, os.W_OK):
-        raise ValueError(f"cannot write results to {str(path)!r}: {str(target)!r} is not writable")
     return fmt
+
+
+def _try_create(path: Path) -> None:
+    """Open ``path`` for writing as a sink will, without changing it; raises OSError."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path)) from None
+        # Writes nothing, truncates nothing; a FIFO without a reader fails instead of blocking.
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        return
+    os.close(fd)
+    path.unlink()
 
 
 def score_column(name: str) -> str:
@@ -84,10 +106,17 @@ def flat_row(result: EvaluationResult, objectives: Sequence[str]) -> dict[str, A
         "error_message": error.message if error else None,
         "exitcode": error.exitcode if error else None,
         "signal": error.signal if error else None,
+        # The echo as a JSON string column (null when not echoed).
+        "params": _json_or_none(result.params),
+        "metadata": _json_or_none(result.metadata),
     }
     for name in objectives:
         row[score_column(name)] = result.scores.get(name)
     return row
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
 class JsonlSink:
@@ -145,6 +174,7 @@ class ParquetSink:
             ("submitted_at", timestamp), ("started_at", timestamp), ("finished_at", timestamp),
             ("eval_seconds", pa.float64()), ("error_type", pa.string()),
             ("error_message", pa.string()), ("exitcode", pa.int32()), ("signal", pa.string()),
+            ("params", pa.string()), ("metadata", pa.string()),
         ]
         fields += [(score_column(n), pa.float64()) for n in self.objectives]
         self.schema = pa.schema(fields)
@@ -176,9 +206,10 @@ def open_sink(path: str | Path, objectives: Sequence[str], fmt: str | None = Non
 
 
 def summary_path(results_path: str | Path) -> Path:
-    """``results.jsonl`` -> ``results.summary.json``, beside it."""
+    """``results.jsonl`` -> ``results.jsonl.summary.json``, beside it: the results' own name,
+    so ``results.jsonl`` and ``results.parquet`` never share (overwrite) one summary."""
     path = Path(results_path)
-    return path.with_name(path.stem + ".summary.json")
+    return path.with_name(path.name + ".summary.json")
 
 
 def write_summary(path: str | Path, summary: Mapping[str, Any]) -> Path:

@@ -1,7 +1,7 @@
 """Evaluators that misbehave on purpose, for the acceptance tests (named ``module:function``).
 
-Each run appends the candidate id to ``params.log`` first, so a test can count how often a
-candidate really ran, whatever killed its process afterwards.
+Each run appends the candidate id, its pid and the time to ``params.log`` first, so a test can
+count how often a candidate really ran, whatever killed its process afterwards.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from workers.evaluators import EvaluationContext, Scores
 
 
 def faulty(candidate: Candidate, context: EvaluationContext) -> Scores:
-    """Behaves as ``params.mode`` says: ``ok`` (sleep ``seconds``), ``kill`` (SIGKILL itself),
+    """Behaves as ``params.mode`` says: ``ok`` (sleep ``seconds``), ``kill`` (SIGKILL itself,
+    first forking a child that lives on ``linger`` seconds if given),
     ``exit`` (``sys.exit(code)``), ``hang`` (ignore the soft limit's SIGALRM, then sleep).
 
     Scores every objective with ``params.value`` (default 1.0); appends the id to
@@ -27,10 +28,16 @@ def faulty(candidate: Candidate, context: EvaluationContext) -> Scores:
     log = params.get("log")
     if log:
         with Path(log).open("a") as file:
-            file.write(f"{candidate.id} {os.getpid()}\n")
+            file.write(f"{candidate.id} {os.getpid()} {time.time():.3f}\n")
     mode = params.get("mode", "ok")
     seconds = float(params.get("seconds", 0.0))
     if mode == "kill":
+        linger = float(params.get("linger", 0.0))
+        if linger and os.fork() == 0:
+            # A grandchild (a data loader, a helper) holds the pool's pipes open after its
+            # parent dies: the pool cannot see the death on them, only by reaping.
+            time.sleep(linger)
+            os._exit(0)
         os.kill(os.getpid(), signal.SIGKILL)
     elif mode == "exit":
         sys.exit(int(params.get("code", 3)))

@@ -8,6 +8,7 @@ from celery import Celery
 from kombu.entity import Queue
 
 from workers.contract import PRIORITIES
+from workers.reaper import LostChildReaper
 from workers.settings import WorkerSettings
 
 
@@ -80,3 +81,5 @@ def make_app(settings: WorkerSettings | None = None, *, name: str = "evofleet") 
 
 app = make_app()
 app.conf.imports = ("workers.tasks", "workers.presence", "workers.devices")
+# A dead pool child is found in a fraction of a second, not at Celery's 5 s maintenance.
+app.steps["worker"].add(LostChildReaper)

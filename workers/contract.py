@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from datetime import UTC, datetime
@@ -106,6 +107,22 @@ class Candidate(BaseModel):
         if problem:
             raise ValueError(f"must be plain JSON: {problem}")
         return value
+
+
+ECHO_LIMIT_BYTES = 64 * 1024
+"""A candidate's ``params`` (or ``metadata``) whose JSON is larger is not echoed in its result."""
+
+
+def candidate_echo(candidate: Candidate) -> dict[str, Any]:
+    """The ``params`` and ``metadata`` a result echoes: each one as given, or None when absent
+    or when its JSON exceeds ``ECHO_LIMIT_BYTES`` (the candidate's own copy stays in Redis)."""
+    echoed: dict[str, Any] = {}
+    for name in ("params", "metadata"):
+        value = getattr(candidate, name)
+        # ASCII-escaped JSON: its length is its size in bytes.
+        small = value is not None and len(json.dumps(value, separators=(",", ":"))) <= ECHO_LIMIT_BYTES
+        echoed[name] = value if small else None
+    return echoed
 
 
 class ErrorInfo(BaseModel):

@@ -5,7 +5,7 @@
 | evaluator raises (CUDA errors included)  | error     | pool child             | no                         |
 | soft time limit (per-candidate timer)    | timeout   | pool child             | no                         |
 | pool child dies (SIGKILL, OOM, sys.exit) | crashed   | worker main process    | alone, crash_retries times |
-| hard time limit kills the child          | timeout   | worker main process    | no                         |
+| hard time limit kills the running child  | timeout   | worker main process    | no                         |
 | a chunk's child dies or hits its limit   | -         | worker main process    | unfinished ones, alone     |
 | worker node lost (main process, machine) | any       | worker that re-runs it | after visibility_timeout   |
 | generation deadline passes               | timeout   | launcher (or resume)   | no                         |
@@ -15,8 +15,10 @@ A crashed result carries the signal (``SIGKILL``, exitcode -9) or the exit code 
 ``attempts = crash_retries + 1``. Runs are counted twice over, so a poison candidate can never
 loop: the pool child counts an attempt when the candidate starts alone (``Ledger.begin``)
 and this process counts each loss in the re-sent message (``LOSSES_HEADER``), which also catches
-a child that dies before the attempt is counted. The main process sees a lost child within about
-5 s (billiard's pool maintenance timer when the exit races the reaping). A lost node's message is
+a child that dies before the attempt is counted. The main process finds a dead child within
+``LOST_CHILD_POLL_S`` (``workers/reaper.py``; Celery's own sweep runs every 5 s), and reaps once
+more before it enforces a hard limit: a child that died by itself is ``crashed`` whatever the
+limit, only one still running when its limit passes is ``timeout``. A lost node's message is
 re-run by another worker and counts as an attempt; restoring needs a live worker's sweep, every
 ``unacked_restore_interval`` s (``workers/celery_app.py``). After a deadline or a cancel, workers
 skip the generation's queued messages, and a result that arrives late does not overwrite.
@@ -27,20 +29,31 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from billiard.common import human_status
 from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from celery.worker.request import Request
 from celery.worker.state import task_ready
 
 from workers import metrics
-from workers.contract import Candidate, ErrorInfo, EvaluationResult, Status, from_timestamp, utc_now
+from workers.contract import (
+    Candidate,
+    ErrorInfo,
+    EvaluationResult,
+    Status,
+    candidate_echo,
+    from_timestamp,
+    utc_now,
+)
 from workers.ledger import Ledger
+from workers.reaper import exit_status
 from workers.redis_client import client_for
 
 logger = logging.getLogger(__name__)
@@ -48,9 +61,20 @@ logger = logging.getLogger(__name__)
 _LOST_STATUS = re.compile(r"(?:signal (?P<signum>\d+) \((?P<signame>\w+)\))|(?:exitcode (?P<code>-?\d+))")
 
 
-def error_info(exc: BaseException) -> ErrorInfo:
-    """An exception as the result's ``error``."""
-    return ErrorInfo(type=type(exc).__name__, message=str(exc)[:2000])
+TRACEBACK_LIMIT = 8 * 1024
+"""Characters of an evaluator's traceback kept in ``error.traceback`` (its last ones)."""
+
+
+def error_info(exc: BaseException, *, with_traceback: bool = False) -> ErrorInfo:
+    """An exception as the result's ``error``; ``with_traceback`` keeps its traceback's last
+    ``TRACEBACK_LIMIT`` characters (where it was raised is at the end)."""
+    info = ErrorInfo(type=type(exc).__name__, message=str(exc)[:2000])
+    if isinstance(exc, SoftTimeLimitExceeded) and exc.args:
+        info.message = str(exc.args[0])[:2000]  # billiard's str() is "SoftTimeLimitExceeded(...)"
+    if with_traceback:
+        text = "".join(traceback.format_exception(exc))
+        info.traceback = text if len(text) <= TRACEBACK_LIMIT else "..." + text[-TRACEBACK_LIMIT:]
+    return info
 
 
 def status_of(exc: BaseException) -> Status:
@@ -71,13 +95,14 @@ def lost_worker_error(exc: BaseException) -> ErrorInfo:
     return info
 
 
-def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
-    raise SoftTimeLimitExceeded()
-
-
 @contextmanager
 def soft_time_limit(seconds: float) -> Iterator[None]:
-    """Raise SoftTimeLimitExceeded in this (pool child's main) thread after ``seconds``."""
+    """Raise SoftTimeLimitExceeded in this (pool child's main) thread after ``seconds``; its
+    message says which limit it was."""
+
+    def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
+        raise SoftTimeLimitExceeded(f"soft time limit ({seconds:g}s) exceeded")
+
     previous = signal.signal(signal.SIGALRM, _raise_soft_limit)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -101,7 +126,9 @@ class EvaluateRequest(Request):
             super().on_timeout(soft, timeout)
             return
         task_ready(self)
-        self._settle(TimeLimitExceeded(timeout), hard_timeout=True)
+        if not self._evofleet_settled:
+            exc = self._died_first(TimeLimitExceeded(timeout))
+            self._settle(exc, hard_timeout=isinstance(exc, TimeLimitExceeded))
 
     def on_failure(
         self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False
@@ -111,11 +138,27 @@ class EvaluateRequest(Request):
             exc = exc.exc
         if isinstance(exc, WorkerLostError | TimeLimitExceeded | SystemExit):
             task_ready(self)
+            if isinstance(exc, TimeLimitExceeded):
+                exc = self._died_first(exc)
             if isinstance(exc, SystemExit):
                 exc = WorkerLostError(f"Worker exited prematurely: exitcode {exc.code or 0}.")
             self._settle(exc, hard_timeout=isinstance(exc, TimeLimitExceeded))
             return
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+    def _died_first(self, exc: TimeLimitExceeded) -> BaseException:
+        """The hard limit fired: was the child still running, or had it died by itself?
+
+        Called before the pool kills the child, so a child that has already exited was not
+        killed by the limit: it is lost (``crashed``, retried), not ``timeout``.
+        """
+        status = exit_status(self.worker_pid)
+        if status is None:
+            return exc
+        logger.warning("task %s: its pool child %s had exited (%s) when the hard time limit "
+                       "fired; recording a lost child", self.id, self.worker_pid,
+                       human_status(status))
+        return WorkerLostError(f"Worker exited prematurely: {human_status(status)}.")
 
     def _settle(self, exc: BaseException, *, hard_timeout: bool) -> None:
         # A hard time limit reaches us twice (on_timeout, then on_failure): act once.
@@ -177,6 +220,7 @@ def settle_lost_task(request: Request, exc: BaseException, *, hard_timeout: bool
                 worker=request.hostname,
                 submitted_at=from_timestamp(submitted_at),
                 finished_at=utc_now(),
+                **candidate_echo(candidate),
             )
         )
     if resend:

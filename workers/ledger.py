@@ -18,6 +18,8 @@ from workers.contract import (
     GenerationHeader,
     GenerationSpec,
     Status,
+    candidate_echo,
+    from_timestamp,
     utc_now,
 )
 from workers.keys import GENERATIONS_INDEX, GenerationKeys
@@ -350,6 +352,10 @@ class Ledger:
         """Record ``status`` for every candidate without a result; return how many."""
         header = self.header()
         now = utc_now()
+        # When the exact moment its chunk was queued is not known, a candidate was submitted
+        # when its generation was (launch streams every candidate into Redis first).
+        created = self.client.hget(self.keys.state, "created_at")
+        submitted_at = from_timestamp(float(created)) if created is not None else None
         recorded = 0
         for batch in self.iter_candidates():
             done = self.recorded_ids(c.id for c in batch)
@@ -364,7 +370,9 @@ class Ledger:
                     priority=candidate.priority,
                     attempts=attempts.get(candidate.id, 0),
                     error={"type": status.value.capitalize(), "message": message},
+                    submitted_at=submitted_at,
                     finished_at=now,
+                    **candidate_echo(candidate),
                 )
                 recorded += self.record(result)
         return recorded

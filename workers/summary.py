@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -23,19 +24,26 @@ TIES_LISTED = 100  # per front point: more tied candidates are counted, not name
 
 
 class _Point:
-    """One point of the front: its first candidate by id, and the others that tie with it."""
+    """One point of the front: its smallest candidate id (and params), and the others tied with it."""
 
-    __slots__ = ("candidate_id", "scores", "tied", "ties")
+    __slots__ = ("candidate_id", "params", "scores", "tied", "ties")
 
-    def __init__(self, candidate_id: str, scores: Mapping[str, float]) -> None:
+    def __init__(
+        self, candidate_id: str, scores: Mapping[str, float], params: dict[str, Any] | None
+    ) -> None:
         self.candidate_id = candidate_id
         self.scores = dict(scores)
+        self.params = params
         self.tied: list[str] = []
         self.ties = 0
 
-    def add_tie(self, candidate_id: str, scores: Mapping[str, float]) -> None:
+    def add_tie(
+        self, candidate_id: str, scores: Mapping[str, float], params: dict[str, Any] | None
+    ) -> None:
         if candidate_id < self.candidate_id:
-            candidate_id, self.candidate_id, self.scores = self.candidate_id, candidate_id, dict(scores)
+            named = candidate_id
+            candidate_id, self.candidate_id = self.candidate_id, named
+            self.scores, self.params = dict(scores), params
         self.ties += 1
         self.tied.append(candidate_id)
         if len(self.tied) > 2 * TIES_LISTED:
@@ -46,9 +54,9 @@ class ParetoFront:
     """The non-dominated set of points seen so far (objectives turned to minimisation).
 
     Candidates with equal scores all belong to the front (neither dominates the other): each
-    point names its first candidate by id, and lists the others that tie with it (the first
-    ``TIES_LISTED``) and their count, so the result does not depend on recording order and its
-    size does not grow with ties.
+    point names its smallest candidate id (the tie rule ``best`` and ``top_k`` follow too), and
+    lists the others that tie with it (the smallest ``TIES_LISTED``) and their count, so the
+    result does not depend on recording order and its size does not grow with ties.
     """
 
     def __init__(self, objectives: Mapping[str, str]) -> None:
@@ -56,7 +64,9 @@ class ParetoFront:
         self.signs = [-1.0 if objectives[name] == "max" else 1.0 for name in self.names]
         self.members: dict[tuple[float, ...], _Point] = {}
 
-    def add(self, candidate_id: str, scores: Mapping[str, float]) -> None:
+    def add(
+        self, candidate_id: str, scores: Mapping[str, float], params: dict[str, Any] | None = None
+    ) -> None:
         try:
             point = tuple(s * scores[n] for s, n in zip(self.signs, self.names, strict=True))
         except KeyError:
@@ -65,24 +75,46 @@ class ParetoFront:
             return
         same = self.members.get(point)
         if same is not None:
-            same.add_tie(candidate_id, scores)
+            same.add_tie(candidate_id, scores, params)
             return
         if any(dominates(other, point) for other in self.members):
             return
         for other in [other for other in self.members if dominates(point, other)]:
             del self.members[other]
-        self.members[point] = _Point(candidate_id, scores)
+        self.members[point] = _Point(candidate_id, scores, params)
 
     def as_list(self) -> list[dict[str, Any]]:
         entries = []
         for point in sorted(self.members):
             member = self.members[point]
-            entry: dict[str, Any] = {"candidate_id": member.candidate_id, "scores": member.scores}
+            entry: dict[str, Any] = {
+                "candidate_id": member.candidate_id, "scores": member.scores,
+                "params": member.params,
+            }
             if member.ties:
                 entry["ties"] = member.ties
                 entry["tied_with"] = sorted(member.tied)[:TIES_LISTED]
             entries.append(entry)
         return entries
+
+
+class _Ranked:
+    """A top-k entry; ``key`` ascending is better: the objective's cost, the other objectives'
+    costs in spec order, then the candidate id. ``<`` means worse, so a heap's top is the worst."""
+
+    __slots__ = ("candidate_id", "key", "params", "scores")
+
+    def __init__(
+        self, key: tuple[Any, ...], candidate_id: str, scores: dict[str, float],
+        params: dict[str, Any] | None,
+    ) -> None:
+        self.key = key
+        self.candidate_id = candidate_id
+        self.scores = scores
+        self.params = params
+
+    def __lt__(self, other: _Ranked) -> bool:
+        return bool(self.key > other.key)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -104,10 +136,15 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 class _Accumulator:
     def __init__(self, objectives: Mapping[str, str]) -> None:
         self.objectives = objectives
+        self.signs = {n: -1.0 if d == "max" else 1.0 for n, d in objectives.items()}
         self.counts: Counter[str] = Counter()
         self.front = ParetoFront(objectives)
-        self.top: dict[str, list[tuple[float, str, dict[str, float]]]] = {n: [] for n in objectives}
+        self.top: dict[str, list[_Ranked]] = {n: [] for n in objectives}
         self.eval_seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
+        # Per (worker, device): start and end times, to count the pool children it ran on.
+        self.spans: dict[tuple[str, str], tuple[array[float], array[float]]] = defaultdict(
+            lambda: (array("d"), array("d"))
+        )
         self.queue_wait: dict[str, list[float]] = defaultdict(list)
         self.failed: dict[str, list[str]] = defaultdict(list)
         self.first_start: float | None = None
@@ -116,13 +153,17 @@ class _Accumulator:
     def add(self, result: EvaluationResult) -> None:
         self.counts[result.status.value] += 1
         if result.status is Status.ok:
-            self.front.add(result.candidate_id, result.scores)
+            self.front.add(result.candidate_id, result.scores, result.params)
             self._add_top(result)
         elif result.status in (Status.crashed, Status.timeout, Status.error):
             self.failed[result.status.value].append(result.candidate_id)
         seconds = result.eval_seconds
-        if seconds is not None:
-            self.eval_seconds[(result.worker or "?", result.device or "?")].append(seconds)
+        if seconds is not None and result.started_at and result.finished_at:
+            slot = (result.worker or "?", result.device or "?")
+            self.eval_seconds[slot].append(seconds)
+            starts, ends = self.spans[slot]
+            starts.append(result.started_at.timestamp())
+            ends.append(result.finished_at.timestamp())
         if result.started_at and result.submitted_at:
             wait = (result.started_at - result.submitted_at).total_seconds()
             self.queue_wait[result.priority.value].append(max(0.0, wait))
@@ -133,27 +174,46 @@ class _Accumulator:
             end = result.finished_at.timestamp()
             self.last_finish = end if self.last_finish is None else max(self.last_finish, end)
 
+    def _cost(self, result: EvaluationResult, name: str) -> float:
+        value = result.scores.get(name)
+        if value is None or math.isnan(value):
+            return math.inf
+        return self.signs[name] * value
+
     def _add_top(self, result: EvaluationResult) -> None:
-        for name, direction in self.objectives.items():
+        for name in self.objectives:
             value = result.scores.get(name)
             if value is None or math.isnan(value):
                 continue
-            key = value if direction == "max" else -value
+            others = [self._cost(result, other) for other in self.objectives if other != name]
+            key = (self.signs[name] * value, *others, result.candidate_id)
             heap = self.top[name]
-            item = (key, result.candidate_id, result.scores)
             if len(heap) < TOP_K:
-                heapq.heappush(heap, item)
-            elif item[:2] > heap[0][:2]:
-                heapq.heapreplace(heap, item)
+                heapq.heappush(heap, _Ranked(key, result.candidate_id, result.scores, result.params))
+            elif heap[0].key > key:
+                heapq.heapreplace(heap, _Ranked(key, result.candidate_id, result.scores, result.params))
 
     def top_k(self) -> dict[str, list[dict[str, Any]]]:
         return {
             name: [
-                {"candidate_id": cid, "scores": scores}
-                for _, cid, scores in sorted(heap, key=lambda i: (-i[0], i[1]))
+                {"candidate_id": item.candidate_id, "scores": item.scores, "params": item.params}
+                for item in sorted(heap, key=lambda i: i.key)
             ]
             for name, heap in self.top.items()
         }
+
+
+def max_overlap(starts: Iterable[float], ends: Iterable[float]) -> int:
+    """The most intervals running at once (one that ends as another starts frees its slot)."""
+    ordered_ends = sorted(ends)
+    running = most = done = 0
+    for start in sorted(starts):
+        while done < len(ordered_ends) and ordered_ends[done] <= start:
+            running -= 1
+            done += 1
+        running += 1
+        most = max(most, running)
+    return most
 
 
 def summarize(
@@ -161,7 +221,12 @@ def summarize(
     objectives: Mapping[str, str],
     state: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Counts, best and top-k per objective, Pareto front, per-worker timings, queue waits."""
+    """Counts, best and top-k per objective, Pareto front, per-worker timings, queue waits.
+
+    One tie rule everywhere: top-k ranks by the objective, then the other objectives in spec
+    order, then the smallest candidate id; ``best`` is top-k's first, so it is always on the
+    front and is the id its front point names (a point names its smallest candidate id).
+    """
     acc = _Accumulator(objectives)
     for result in results:
         acc.add(result)
@@ -173,13 +238,17 @@ def summarize(
     top = acc.top_k()
     per_worker = []
     for (worker, device), seconds in sorted(acc.eval_seconds.items()):
+        # Pool children sharing a device (CPU workers) appear as one entry: divide by as many
+        # as ever ran at once, so utilization stays a fraction of the time they had.
+        slots = max(1, max_overlap(*acc.spans[(worker, device)]))
         per_worker.append(
             {
                 "worker": worker,
                 "device": device,
                 "candidates": len(seconds),
+                "slots": slots,
                 "eval_seconds": _stats(seconds),
-                "utilization": sum(seconds) / wall,
+                "utilization": sum(seconds) / (wall * slots),
             }
         )
     return {

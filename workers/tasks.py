@@ -19,6 +19,7 @@ from workers.contract import (
     EvaluationResult,
     GenerationHeader,
     Status,
+    candidate_echo,
     from_timestamp,
     utc_now,
 )
@@ -142,8 +143,11 @@ class ChunkRunner:
                     scores = evaluator(candidate, self.context)
                 self._record_scores(candidate, scores, attempt, started)
             except Exception as exc:
+                error = error_info(exc, with_traceback=True)
+                logger.warning("generation %s: candidate %s: %s\n%s", self.header.id,
+                               candidate.id, error.message, error.traceback)
                 self._record(candidate, status_of(exc), attempt=attempt, started=started,
-                             error=error_info(exc))
+                             error=error)
                 devices.after_failure(exc)
             finally:
                 devices.release_memory()
@@ -216,6 +220,7 @@ class ChunkRunner:
                 submitted_at=self.submitted_at,
                 started_at=started,
                 finished_at=utc_now(),
+                **candidate_echo(candidate),
             )
         )
 

@@ -93,7 +93,7 @@ def test_deadline_records_timeouts_writes_partial_results_and_exits_3(
         assert rows[f"s{i}"]["error"]["message"] == "generation deadline passed"
     ledger = Ledger(cluster.client, generation_id)
     assert ledger.status() == "partial"
-    summary = json.loads((tmp_path / "results.summary.json").read_text())
+    summary = json.loads((tmp_path / "results.jsonl.summary.json").read_text())
     assert summary["status"] == "partial" and summary["counts"]["timeout"] == 4
     # The evaluations that were running finish later: their results do not overwrite.
     finished = wait_until(lambda: done.exists() and done.read_text().split(), 20,

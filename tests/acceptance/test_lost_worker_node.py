@@ -58,7 +58,7 @@ def test_candidates_of_a_killed_worker_node_are_redelivered_and_counted_once(
 
     def doomed_is_running() -> str | None:
         for line in log.read_text().splitlines() if log.exists() else []:
-            cid, pid = line.split()
+            cid, pid = line.split()[:2]
             if int(pid) in doomed_children:
                 return cid
         return None

@@ -74,6 +74,37 @@ def test_lost_child_is_retried_then_crashed_and_the_worker_keeps_serving(
 
 
 @pytest.mark.slow
+def test_a_child_that_kills_itself_is_crashed_never_timeout_under_a_short_hard_limit(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # Celery finds a dead child only at its 5 s maintenance when the exit races the reaping
+    # (or, as here, a grandchild keeps the child's pipes open); with a 4 s hard limit the
+    # limit fired first and some of these were recorded as timeout.
+    log = tmp_path / "runs.log"
+    modes: dict[str, dict[str, object]] = {
+        f"killer{i}": {"mode": "kill", "linger": 8} for i in range(3)
+    }
+    spec = _faulty_spec(log, modes, soft_time_limit=2, time_limit=4)
+    generation = run_spec(spec, cluster.url, timeout_s=60)
+
+    assert generation.wait(0) == "complete"
+    results = {r.candidate_id: r for r in Ledger(cluster.client, spec.id).iter_results()}
+    assert set(results) == set(modes)
+    for cid, result in results.items():
+        assert result.status is Status.crashed, (cid, result.error)
+        assert result.attempts == CRASH_RETRIES + 1
+        assert result.error is not None and result.error.signal == "SIGKILL"
+        assert result.error.exitcode == -9
+        assert result.params == {"log": str(log), **modes[cid]}  # echoed by the main process
+    assert runs(log) == dict.fromkeys(modes, CRASH_RETRIES + 1)
+    # Found dead within a fraction of a second (generous bound: well under the 4 s limit).
+    last_run = {line.split()[0]: float(line.split()[2]) for line in log.read_text().splitlines()}
+    for cid, result in results.items():
+        assert result.finished_at is not None
+        assert result.finished_at.timestamp() - last_run[cid] < 3.0, cid
+
+
+@pytest.mark.slow
 def test_a_crash_inside_a_chunk_reruns_the_unfinished_candidates_alone(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -113,6 +144,7 @@ def test_hard_time_limit_becomes_timeout_and_the_child_is_replaced(
     stuck = ledger.result("stuck")
     assert stuck is not None and stuck.status is Status.timeout
     assert stuck.error is not None and stuck.error.type == "TimeLimitExceeded"
+    assert stuck.error.message == "hard time limit (2s) exceeded"
     assert stuck.attempts == 1
     assert runs(log)["stuck"] == 1  # a hard time limit is not retried
     assert ledger.result("polite").status is Status.ok  # type: ignore[union-attr]

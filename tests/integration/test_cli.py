@@ -102,7 +102,7 @@ def test_launch_against_deployment_exits_0_and_writes_results_and_summary(
     assert done.stderr.splitlines()[0] == f"generation {gen_id}: 4 candidates, results to {out}"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["candidate_id"] for r in rows) == ["a", "b", "c", "d"]
-    summary = json.loads((tmp_path / "out" / "results.summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "results.jsonl.summary.json").read_text())
     assert summary["status"] == "complete" and summary["counts"]["ok"] == 4
     front_ids = {m["candidate_id"] for m in summary["pareto_front"]}
     assert front_ids == {"a", "b", "c"}  # d is off the Pareto set (x[1:] != 0)
@@ -139,7 +139,7 @@ def test_demo_runs_in_local_mode(tmp_path: Path) -> None:
     done = evofleet("demo", "--candidates", "40", "--out", "demo.jsonl", broker=None, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert len((tmp_path / "demo.jsonl").read_text().splitlines()) == 40
-    summary = json.loads((tmp_path / "demo.summary.json").read_text())
+    summary = json.loads((tmp_path / "demo.jsonl.summary.json").read_text())
     assert summary["counts"]["ok"] == 40 and summary["pareto_front"]
     assert "best per objective" in done.stdout
 
@@ -201,14 +201,27 @@ def test_bad_broker_settings_and_options_are_one_line_and_exit_2(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir.jsonl", "spec.yaml"]
 
 
+@pytest.mark.parametrize(
+    ("out", "reason"),
+    [
+        ("taken.jsonl", "is a directory"),
+        # Paths os.access() approves for root, that still cannot be created.
+        ("/proc/results.jsonl", "cannot write results to '/proc/results.jsonl'"),
+        ("afile/results.jsonl", "Not a directory"),
+        ("r" * 300 + ".jsonl", "File name too long"),
+    ],
+)
 def test_unwritable_output_submits_nothing(
-    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path, out: str, reason: str
 ) -> None:
     gen_id = f"unwritable-{tmp_path.name}"
     (tmp_path / "spec.yaml").write_text(SPEC.format(gen_id=gen_id))
     (tmp_path / "taken.jsonl").mkdir()
-    done = evofleet("launch", "spec.yaml", "-o", "taken.jsonl", broker=redis_url, cwd=tmp_path)
-    assert done.returncode == 2 and "is a directory" in done.stderr
+    (tmp_path / "afile").write_text("")
+    done = evofleet("launch", "spec.yaml", "-o", out, broker=redis_url, cwd=tmp_path)
+    message = " ".join(done.stderr.split())  # Rich wraps long lines when not on a terminal
+    assert done.returncode == 2 and reason in message
+    assert message.count("error:") == 1 and "Traceback" not in message
     assert keys_of(redis_client, gen_id) == []  # so the same spec can be launched again
 
 

@@ -38,9 +38,17 @@ def test_exception_and_soft_time_limit_become_results(
     assert raised.status.value == "error"
     assert raised.error is not None
     assert (raised.error.type, raised.error.message) == ("ValueError", "bad hyper-parameters")
+    # The evaluator's traceback is kept, in the result and in the worker's log.
+    assert raised.error.traceback is not None and "in by_params" in raised.error.traceback
+    assert raised.error.traceback.rstrip().endswith("ValueError: bad hyper-parameters")
+    assert session_worker.log_path is not None
+    assert "in by_params" in session_worker.log_path.read_text(errors="replace")
     slow = results["slow"]
     assert slow.status.value == "timeout" and slow.error is not None
     assert slow.error.type == "SoftTimeLimitExceeded"
+    assert slow.error.message == "soft time limit (1s) exceeded"
+    # Every result echoes its candidate's params, whatever its status.
+    assert all(results[c["id"]].params == c["params"] for c in candidates)
     assert slow.eval_seconds is not None and 0.9 < slow.eval_seconds < 5
     missing = results["no-score"]
     assert missing.status.value == "error" and missing.error is not None

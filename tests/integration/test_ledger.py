@@ -66,3 +66,22 @@ def test_same_task_delivered_twice_is_counted_once(
     assert ledger.attempts(["only"])["only"] in (1, 2)
     summary = ledger.summary()
     assert summary is not None and summary["counts"]["ok"] == 1
+
+
+def test_rows_recorded_for_the_missing_carry_submission_time_and_the_echo(
+    redis_client: redis.Redis,
+) -> None:
+    spec = make_spec([
+        {"id": "a", "params": {"x": [0.1, 0.2]}, "metadata": {"parent": "p1"}},
+        {"id": "b", "params": {"x": [0.5, 0.0]}},
+    ])
+    ledger = Ledger(redis_client, spec.id)
+    ledger.create(spec)
+    created = float(ledger.state()["created_at"])
+    ledger.record(result(spec.id, "b", Status.ok))
+    assert ledger.record_missing(Status.cancelled, "generation cancelled") == 1
+    row = ledger.result("a")
+    assert row is not None and row.status is Status.cancelled
+    # Submitted when its generation was, although no chunk of it reached a queue.
+    assert row.submitted_at is not None and abs(row.submitted_at.timestamp() - created) < 1e-3
+    assert row.params == {"x": [0.1, 0.2]} and row.metadata == {"parent": "p1"}

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from orchestration.sinks import summary_path
 from workers.contract import Candidate
 from workers.evaluators import EvaluationContext, resolve
 from workers.evaluators.mlp import MLPParams, train_and_score
@@ -123,7 +124,7 @@ def test_example_subset_through_evofleet_launch_in_local_mode(tmp_path: Path) ->
         assert row["scores"]["params"] == parameter_count(candidate["params"]["hidden"])
         assert 0.5 < row["scores"]["accuracy"] <= 1.0
     assert rows["twin"]["scores"]["accuracy"] == rows[subset[0]["id"]]["scores"]["accuracy"]
-    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    summary = json.loads(summary_path(out).read_text())
     front = {entry["candidate_id"] for entry in summary["pareto_front"]}
     assert front and front <= set(rows)
 

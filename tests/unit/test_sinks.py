@@ -10,7 +10,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from orchestration.sinks import flat_row, format_for, open_sink, score_column, summary_path
+from orchestration.sinks import (
+    check_output,
+    flat_row,
+    format_for,
+    open_sink,
+    score_column,
+    summary_path,
+)
 from workers.contract import ErrorInfo, EvaluationResult, Status
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -104,5 +111,57 @@ def test_csv_and_jsonl_are_flushed_per_batch(tmp_path: Path) -> None:
     assert lines[4]["error"]["signal"] == "SIGKILL"
 
 
-def test_summary_path_sits_beside_results() -> None:
-    assert summary_path("out/results.parquet") == Path("out/results.summary.json")
+def test_summary_path_sits_beside_results_and_names_its_format() -> None:
+    assert summary_path("out/results.parquet") == Path("out/results.parquet.summary.json")
+    # Two formats of one run never share (overwrite) one summary.
+    assert summary_path("res.jsonl") != summary_path("res.parquet")
+
+
+def test_csv_and_parquet_carry_params_and_metadata_as_json_strings(tmp_path: Path) -> None:
+    data = results(2)
+    data[0].params = {"x": [1, 2], "name": "a"}
+    data[0].metadata = {"parent": "p0"}
+    for name in ("r.csv", "r.parquet", "r.jsonl"):
+        sink = open_sink(tmp_path / name, ["f1"])
+        sink.write(data)
+        sink.close()
+    with (tmp_path / "r.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert json.loads(rows[0]["params"]) == {"x": [1, 2], "name": "a"}
+    assert json.loads(rows[0]["metadata"]) == {"parent": "p0"}
+    assert rows[1]["params"] == ""  # not echoed: empty cell
+    table = pq.read_table(tmp_path / "r.parquet")
+    assert table.schema.field("params").type == "string"
+    assert [json.loads(v) if v else v for v in table.column("metadata").to_pylist()] == [
+        {"parent": "p0"}, None,
+    ]
+    first = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])
+    assert first["params"] == {"x": [1, 2], "name": "a"} and first["metadata"] == {"parent": "p0"}
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("afile/r.jsonl", "Not a directory"),  # a parent that is a regular file
+        ("x" * 300 + ".jsonl", "File name too long"),
+        ("x" * 245 + ".jsonl", "File name too long"),  # its summary's name is the one too long
+    ],
+)
+def test_check_output_creates_the_files_for_real(tmp_path: Path, name: str, reason: str) -> None:
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match=reason):
+        check_output(tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_check_output_refuses_proc_although_root_may_write_there() -> None:
+    with pytest.raises(ValueError, match=r"cannot write results to '/proc/r\.jsonl'"):
+        check_output("/proc/r.jsonl")
+
+
+def test_check_output_leaves_files_as_they_were(tmp_path: Path) -> None:
+    existing = tmp_path / "old.jsonl"
+    existing.write_text("kept\n")
+    assert check_output(existing) == "jsonl" and existing.read_text() == "kept\n"
+    assert check_output(tmp_path / "new.csv") == "csv"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.jsonl"]

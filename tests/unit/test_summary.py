@@ -127,3 +127,49 @@ def test_summary_of_nothing() -> None:
     summary = summarize([], {"f1": "min"})
     assert summary["recorded"] == 0
     assert summary["pareto_front"] == [] and summary["best"] == {"f1": None}
+
+
+def test_one_tie_rule_for_best_top_k_and_the_front_whatever_the_order() -> None:
+    # Discrete scores tie a lot: 40 candidates on one point, recorded in a random order, and
+    # "a0" with the same accuracy but a worse cost (dominated), whose id sorts first.
+    tied = [f"t{i:02d}" for i in range(40)]
+    random.Random(3).shuffle(tied)
+    results = [result("a0", scores={"acc": 0.5, "cost": 9.0})]
+    results += [result(cid, scores={"acc": 0.5, "cost": 1.0}) for cid in tied]
+    results.append(result("z9", scores={"acc": 0.4, "cost": 0.5}))
+    for r in results:
+        r.params = {"id": r.candidate_id}
+    summary = summarize(results, {"acc": "max", "cost": "min"})
+    front = {m["candidate_id"]: m for m in summary["pareto_front"]}
+    assert set(front) == {"t00", "z9"}
+    assert front["t00"]["ties"] == 39 and front["t00"]["tied_with"] == sorted(tied)[1:]
+    # best names the id the front names for that point; equal accuracy is decided by cost,
+    # then by the smallest id: never the dominated a0, never an arbitrary one of the ties.
+    assert summary["best"]["acc"]["candidate_id"] == "t00"
+    assert [e["candidate_id"] for e in summary["top_k"]["acc"]] == ["t00", "t01", "t02", "t03", "t04"]
+    assert summary["best"]["cost"]["candidate_id"] == "z9"
+    # Every entry carries the params of the candidate it names.
+    assert summary["best"]["acc"]["params"] == {"id": "t00"}
+    assert all(e["params"] == {"id": e["candidate_id"]} for e in summary["top_k"]["cost"])
+    assert front["t00"]["params"] == {"id": "t00"} and front["z9"]["params"] == {"id": "z9"}
+
+
+def test_single_objective_ties_take_the_smallest_id() -> None:
+    ids = [f"c{i}" for i in range(9)]
+    random.Random(5).shuffle(ids)
+    summary = summarize([result(cid, scores={"y": 1.0}) for cid in ids], {"y": "min"})
+    assert summary["best"]["y"]["candidate_id"] == "c0"
+    assert [e["candidate_id"] for e in summary["top_k"]["y"]] == ["c0", "c1", "c2", "c3", "c4"]
+    assert summary["pareto_front"][0]["candidate_id"] == "c0"
+
+
+def test_utilization_is_divided_by_the_pool_children_sharing_a_device() -> None:
+    # Two children of one CPU worker (same worker and device): both busy the whole 10 s.
+    results = [result(f"a{i}", scores={"y": 1.0}, start_s=2.0 * i, eval_s=2.0) for i in range(5)]
+    results += [result(f"b{i}", scores={"y": 1.0}, start_s=2.0 * i + 0.5, eval_s=1.5)
+                for i in range(5)]
+    summary = summarize(results, {"y": "min"},
+                        {"created_at": str(T0.timestamp()), "finished_at": str(T0.timestamp() + 10)})
+    (worker,) = summary["per_worker"]
+    assert worker["slots"] == 2
+    assert abs(worker["utilization"] - 17.5 / 20.0) < 1e-9  # was 17.5 / 10 = 1.75
