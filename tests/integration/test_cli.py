@@ -361,4 +361,4 @@ def test_ids_that_look_like_rich_markup_are_printed_as_they_are(
     done = evofleet("launch", "spec.yaml", "-o", "r.jsonl", broker=redis_url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "v2[/bold]" in done.stdout and "[red]b:smile:" in done.stdout
-    assert json.loads((tmp_path / "r.summary.json").read_text())["counts"]["ok"] == 4
+    assert json.loads((tmp_path / "r.jsonl.summary.json").read_text())["counts"]["ok"] == 4
