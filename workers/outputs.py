@@ -17,7 +17,7 @@ OUTPUTS_ARTIFACT = "outputs.json"
 FEEDBACK_ARTIFACT = "feedback.txt"
 ARTIFACT_MARKER = "$artifact"  # outputs == {"$artifact": "outputs.json"}: they were stored there
 FEEDBACK_NOTE = "\n[feedback truncated: the full text is artifact feedback.txt]"
-MAX_ARTIFACTS = 256  # per result: their references are kept inline
+MAX_ARTIFACTS = 64  # per result: their references (~300 B each) are kept inline
 
 
 def is_scores_like(value: Any) -> bool:
@@ -154,19 +154,26 @@ class Keeper:
         return kept
 
     def _inline(self, outputs: Any, feedback: str | None, pending: dict[str, Any]) -> tuple[Any, str | None]:
-        """The inline outputs and feedback; what does not fit goes to ``pending``."""
+        """The inline outputs and feedback; what does not fit goes to ``pending``, the larger
+        of the two first."""
         outputs_size = 0 if outputs is None else json_size(outputs)
         feedback_size = len(feedback.encode()) if feedback else 0
         if outputs_size + feedback_size <= self.inline_limit:
             return outputs, feedback
-        if outputs is not None:
+        if outputs is not None and outputs_size >= feedback_size:
             pending[OUTPUTS_ARTIFACT] = json.dumps(outputs, ensure_ascii=False).encode()
             outputs = {ARTIFACT_MARKER: OUTPUTS_ARTIFACT}
             outputs_size = json_size(outputs)
         if feedback and outputs_size + feedback_size > self.inline_limit:
             pending[FEEDBACK_ARTIFACT] = feedback
-            room = max(0, (self.inline_limit - outputs_size) // 2 - len(FEEDBACK_NOTE))
+            room = max(0, (self.inline_limit - min(outputs_size, self.inline_limit // 2)) // 2
+                       - len(FEEDBACK_NOTE))
             feedback = feedback.encode()[:room].decode(errors="ignore") + FEEDBACK_NOTE
+            feedback_size = len(feedback.encode())
+        if outputs is not None and OUTPUTS_ARTIFACT not in pending \
+                and outputs_size + feedback_size > self.inline_limit:
+            pending[OUTPUTS_ARTIFACT] = json.dumps(outputs, ensure_ascii=False).encode()
+            outputs = {ARTIFACT_MARKER: OUTPUTS_ARTIFACT}
         return outputs, feedback
 
     def _write(self, candidate_id: str, pending: Mapping[str, Any], kept: Kept) -> None:
