@@ -50,7 +50,7 @@ def plain_loop(n: int, folder: Path) -> float:
 
 def throughput(server: LocalRedis, n: int, reps: int, log_dir: Path) -> list[Row]:
     rows = {chunk: Row("6 artifacts", f"evofleet, {n:,} candidates x 1 MB tensor, chunk_size={chunk}",
-                       "s", per_s=n, target="<= 1.5x loop" if chunk == "auto" else "")
+                       "s", per_s=n, target="<= 1.5x loop" if chunk == 1 else "")
             for chunk in (1, "auto")}
     loop = Row("6 artifacts", f"plain loop writing the same {n:,} safetensors files", "s", per_s=n)
     ratio = {chunk: Row("6 artifacts", f"  evofleet / loop, chunk_size={chunk}", "x") for chunk in rows}
@@ -73,7 +73,7 @@ def throughput(server: LocalRedis, n: int, reps: int, log_dir: Path) -> list[Row
                     shutil.rmtree(store)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    rows["auto"].met = ratio["auto"].median <= 1.5
+    rows[1].met = ratio[1].median <= 1.5  # the default chunk size
     return [rows[1], rows["auto"], loop, ratio[1], ratio["auto"]]
 
 

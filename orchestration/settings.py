@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from workers.artifacts import as_store_url, check_store_url
 from workers.settings import StrictEnvSettings, WorkerSettings
 
 
@@ -35,6 +36,11 @@ class LaunchSettings(StrictEnvSettings):
     artifact_store_options: dict[str, Any] = Field(
         default_factory=dict, description="JSON object of fsspec storage options (reading back)."
     )
+
+    @field_validator("artifact_store")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        return None if not value else check_store_url(as_store_url(value))
 
     def worker_settings(self, broker_url: str) -> WorkerSettings:
         """The Celery settings the launcher's app uses to reach ``broker_url``."""

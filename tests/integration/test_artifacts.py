@@ -19,6 +19,7 @@ import pytest
 import redis
 import torch
 
+from orchestration.cli import iter_stream
 from orchestration.generation import Generation
 from orchestration.local_cluster import LocalRedis, LocalWorker, free_port
 from orchestration.settings import LaunchSettings
@@ -219,6 +220,12 @@ def test_outputs_above_the_inline_limit_become_artifacts(
     client = redis.Redis.from_url(url)
     for candidate_id in results:  # bounded in Redis whatever the evaluator returned
         assert client.hstrlen(GenerationKeys(spec.id).results, candidate_id) < INLINE_LIMIT + 1024
+    # A large result is streamed by id (Redis holds its JSON once); `evofleet results` and the
+    # collector read it from the hash all the same.
+    assert b"c" in _stream_entry(client, spec.id, "long-feedback")
+    streamed = [r for batch in iter_stream(Ledger(client, spec.id)) for r in batch]
+    assert sorted(streamed, key=lambda r: r.candidate_id) == sorted(results.values(),
+                                                                     key=lambda r: r.candidate_id)
     client.close()
 
 

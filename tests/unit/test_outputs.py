@@ -177,3 +177,14 @@ def test_where_a_generation_puts_its_artifacts(tmp_path: Path) -> None:
     assert with_artifact_store(own, configured, None, local=False).artifact_store == own.artifact_store
     with pytest.raises(ValueError, match="knows no protocol 'nosuch'"):
         make_spec([{"id": "a"}], artifact_store="nosuch://x")
+
+
+def test_store_settings_are_urls(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from workers.settings import WorkerSettings
+
+    assert WorkerSettings(artifact_store=str(tmp_path)).artifact_store == tmp_path.as_uri()
+    assert WorkerSettings(inline_output_bytes=1024).inline_output_bytes == 1024
+    with pytest.raises(ValidationError, match="knows no protocol"):
+        LaunchSettings(artifact_store="nosuch://bucket")
