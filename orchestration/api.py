@@ -24,9 +24,10 @@ from workers.artifacts import as_store_url, check_store_url, load_artifact
 from workers.celery_app import make_app
 from workers.contract import Candidate, GenerationSpec
 from workers.ledger import Ledger
+from workers.outputs import load_feedback, load_outputs
 from workers.redis_client import connect
 
-__all__ = ["attach", "launch", "load_artifact"]
+__all__ = ["attach", "launch", "load_artifact", "load_feedback", "load_outputs"]
 logger = logging.getLogger(__name__)
 
 

@@ -19,7 +19,13 @@ err = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     """Add ``cleanup`` to the CLI."""
 
-    @app.command()
+    @app.command(
+        help="Delete the artifacts of generations whose Redis keys are gone: their retention "
+        "passed (workers also sweep every EVOFLEET_ARTIFACT_SWEEP_S) or Redis lost them in a "
+        "crash (give --store to find those). Only folders evofleet marked as a generation's are "
+        "touched, never those of a generation still in Redis. Use one store prefix per "
+        "deployment: another Redis's generations would look orphaned here.",
+    )
     def cleanup(
         store: Annotated[
             list[str] | None,
@@ -38,13 +44,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="List, delete nothing.")] = False,
     ) -> None:
-        """Delete the artifacts of generations whose Redis keys are gone: their retention passed
-        (workers also do this every EVOFLEET_ARTIFACT_SWEEP_S) or Redis lost them in a crash.
-
-        Only folders evofleet marked as a generation's are touched; a generation still in Redis
-        is never. Give one store prefix per deployment: another Redis's generations would look
-        orphaned here.
-        """
+        """Delete the artifacts of generations no longer in Redis."""
         settings = LaunchSettings()
         url = broker or settings.broker_url
         if not url:

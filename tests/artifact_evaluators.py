@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import tempfile
 import time
 from collections.abc import Sequence
@@ -119,3 +121,13 @@ def sized_outputs(candidate: Candidate, context: EvaluationContext) -> Evaluatio
     """Outputs whose compact JSON is exactly ``params.bytes`` bytes (the benchmark's candidate)."""
     size = int(candidate.params["bytes"])
     return Evaluation(scores={"f": 1.0}, outputs="z" * (size - 2))  # the two quotes count
+
+
+def attach_then_die(candidate: Candidate, context: EvaluationContext) -> float:
+    """Attaches a trace, then its pool child dies (``kill``) or ignores the soft limit (``hang``)."""
+    context.attach(outputs={"trace": ["loaded", candidate.id]}, feedback="died after loading")
+    if candidate.params.get("mode") == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)  # blocked in C code: only the hard limit ends it
+    time.sleep(60)
+    return 0.0

@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.artifacts import ArtifactStore, ArtifactStoreError
-from workers.contract import ArtifactRef, json_problem
+from workers.artifacts import ArtifactStore, ArtifactStoreError, read_ref
+from workers.contract import ArtifactRef, EvaluationResult, json_problem
 from workers.evaluators import Evaluation
 
 EVALUATION_KEYS = frozenset({"scores", "outputs", "feedback", "artifacts"})
@@ -24,24 +24,35 @@ def is_scores_like(value: Any) -> bool:
     return isinstance(value, Mapping) or (hasattr(value, "__float__") and not isinstance(value, bool))
 
 
-def unpack(value: Any) -> Evaluation:
+def unpack(value: Any, attached: Evaluation | None = None) -> Evaluation:
     """An evaluator's return value as an Evaluation: an Evaluation itself, a mapping with a
-    ``scores`` key (a mapping or a number) and only Evaluation keys, or plain scores."""
+    ``scores`` key (a mapping or a number) and only Evaluation keys, or plain scores; added to
+    what it ``attached`` to its context, field by field."""
     if isinstance(value, Evaluation):
-        return value
-    if (
+        returned = value
+    elif (
         isinstance(value, Mapping)
         and "scores" in value
         and set(value) <= EVALUATION_KEYS
         and is_scores_like(value["scores"])
     ):
-        return Evaluation(
+        returned = Evaluation(
             scores=value["scores"],
             outputs=value.get("outputs"),
             feedback=value.get("feedback"),
             artifacts=value.get("artifacts") or {},
         )
-    return Evaluation(scores=value)
+    else:
+        returned = Evaluation(scores=value)
+    if attached is None:
+        return returned
+    return Evaluation(
+        scores=returned.scores,
+        outputs=attached.outputs if returned.outputs is None else returned.outputs,
+        feedback=attached.feedback if returned.feedback is None else returned.feedback,
+        artifacts={**attached.artifacts, **(returned.artifacts or {})}
+        if isinstance(returned.artifacts, Mapping) else returned.artifacts,
+    )
 
 
 def from_exception(exc: BaseException, attached: Evaluation | None) -> Evaluation | None:
@@ -201,3 +212,20 @@ class Keeper:
             kept.outputs = None
         if kept.feedback and FEEDBACK_ARTIFACT not in kept.artifacts:
             kept.feedback = kept.feedback.removesuffix(FEEDBACK_NOTE)
+
+
+def load_outputs(result: EvaluationResult, options: Mapping[str, Any] | None = None) -> Any:
+    """A result's outputs, read from artifact ``outputs.json`` when they were too large to keep
+    inline (``options``: fsspec storage options, default ``$EVOFLEET_ARTIFACT_STORE_OPTIONS``)."""
+    ref = result.artifacts.get(OUTPUTS_ARTIFACT)
+    if ref is not None and result.outputs == {ARTIFACT_MARKER: OUTPUTS_ARTIFACT}:
+        return json.loads(read_ref(ref, options))
+    return result.outputs
+
+
+def load_feedback(result: EvaluationResult, options: Mapping[str, Any] | None = None) -> str | None:
+    """A result's whole feedback, from artifact ``feedback.txt`` when it was truncated."""
+    ref = result.artifacts.get(FEEDBACK_ARTIFACT)
+    if ref is not None and result.feedback is not None and result.feedback.endswith(FEEDBACK_NOTE):
+        return read_ref(ref, options).decode()
+    return result.feedback

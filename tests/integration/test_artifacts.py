@@ -334,3 +334,23 @@ def test_retention_and_cleanup_remove_artifacts(
     assert not (store / crashed.id).exists()
     assert (store / kept.id / "c" / "weights").is_file()  # still in Redis: untouched
     client.close()
+
+
+def test_a_dead_pool_child_keeps_the_outputs_attached_before(
+    artifact_cluster: tuple[str, LocalWorker],
+) -> None:
+    url, _worker = artifact_cluster
+    spec = make_spec([{"id": "killed", "params": {"mode": "kill"}},
+                      {"id": "hung", "params": {"mode": "hang"}}],
+                     evaluator="tests.artifact_evaluators:attach_then_die", objectives={"f": "max"},
+                     crash_retries=0, soft_time_limit=1, time_limit=3)
+    generation = run_spec(spec, url, timeout_s=90)
+    results = {r.candidate_id: r for r in generation.results()}
+    assert results["killed"].status.value == "crashed"
+    assert results["hung"].status.value == "timeout"  # the hard limit killed its child
+    for candidate_id, result in results.items():
+        assert result.outputs == {"trace": ["loaded", candidate_id]}
+        assert result.feedback == "died after loading"
+    client = redis.Redis.from_url(url)
+    assert not client.exists(GenerationKeys(spec.id).attached)  # dropped once recorded
+    client.close()

@@ -29,7 +29,16 @@ from workers.artifacts import (
 )
 from workers.contract import EvaluationResult, Status
 from workers.evaluators import Evaluation, EvaluationContext, EvaluationError
-from workers.outputs import FEEDBACK_NOTE, MAX_ARTIFACTS, Keeper, from_exception, json_size, unpack
+from workers.outputs import (
+    FEEDBACK_NOTE,
+    MAX_ARTIFACTS,
+    Keeper,
+    from_exception,
+    json_size,
+    load_feedback,
+    load_outputs,
+    unpack,
+)
 
 
 @pytest.mark.parametrize(("value", "scores", "outputs"), [
@@ -78,6 +87,9 @@ def test_keeper_inline_overflow_and_problems(store: ArtifactStore, tmp_path: Pat
     assert set(both.artifacts) == {"outputs.json", "feedback.txt"}
     assert both.feedback is not None and both.feedback.endswith(FEEDBACK_NOTE)
     assert json_size(both.outputs) + len(both.feedback.encode()) <= 1024
+    whole = EvaluationResult(generation_id="g", candidate_id="d", status=Status.ok, **both.fields())
+    assert load_outputs(whole) == {"x": "y" * 3000} and load_feedback(whole) == "z" * 5000
+    assert load_outputs(result.model_copy(update={"outputs": [1]})) == [1]  # inline: as it is
 
     bad = keeper.keep("e", Evaluation(outputs={"x": float("nan")}, artifacts={"t": object(), "ok": b"1"}))
     assert isinstance(bad.problem, TypeError) and "outputs.x is nan" in str(bad.problem)
