@@ -73,11 +73,13 @@ def raises_with_outputs(candidate: Candidate, context: EvaluationContext) -> flo
 
 
 def big_outputs(candidate: Candidate, context: EvaluationContext) -> Evaluation:
-    """Outputs of ``params.bytes`` characters (and feedback of ``params.feedback_bytes``)."""
+    """Outputs of ``params.bytes`` characters (and feedback of ``params.feedback_bytes``, and
+    ``params.extra_scores`` scores besides the objective)."""
     size = int(candidate.params["bytes"])
     feedback_size = int(candidate.params.get("feedback_bytes", 0))
+    extra = {f"example_{i}": 1.0 for i in range(int(candidate.params.get("extra_scores", 0)))}
     return Evaluation(
-        scores={"f": float(size)},
+        scores={"f": float(size), **extra},
         outputs={"text": "x" * size},
         feedback=("y" * feedback_size) if feedback_size else "short",
     )

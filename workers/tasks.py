@@ -37,7 +37,7 @@ from workers.evaluators import (
 from workers.failures import EvaluateRequest, error_info, soft_time_limit, status_of
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK
 from workers.ledger import Ledger
-from workers.outputs import Keeper, Kept, from_exception, unpack
+from workers.outputs import Keeper, Kept, from_exception, json_size, unpack
 from workers.redis_client import client_for
 from workers.retention import register_store
 from workers.summary import summarize
@@ -214,6 +214,7 @@ class ChunkRunner:
             return list(candidates)
         finally:
             devices.release_memory()
+        self.context.attached = None  # attach() names no candidate in a batch call: not kept
         for candidate, value in zip(candidates, all_scores, strict=True):
             self._record_value(candidate, value, 1, started)
         return []
@@ -224,6 +225,10 @@ class ChunkRunner:
         kept = self._keep(candidate, evaluation)
         try:
             clean = checked_scores(evaluation.scores, self.header.objectives)
+            if len(clean) > 64 and json_size(clean) > self.keeper.inline_limit:
+                raise ValueError(f"{len(clean)} scores exceed the inline limit "
+                                 f"({self.keeper.inline_limit} bytes): give per-example scores "
+                                 "in outputs")
         except (TypeError, ValueError) as problem:
             self._record(candidate, Status.error, attempt=attempt, started=started,
                          error=error_info(problem), kept=kept)

@@ -199,12 +199,17 @@ def test_outputs_above_the_inline_limit_become_artifacts(
     spec = make_spec(
         [{"id": "fits", "params": {"bytes": 1000}},
          {"id": "long-outputs", "params": {"bytes": 100_000}},
-         {"id": "long-feedback", "params": {"bytes": 10, "feedback_bytes": 50_000}}],
+         {"id": "long-feedback", "params": {"bytes": 10, "feedback_bytes": 50_000}},
+         {"id": "many-scores", "params": {"bytes": 10, "extra_scores": 5000}}],
         evaluator="tests.artifact_evaluators:big_outputs", objectives={"f": "max"},
         artifact_store=str(tmp_path / "store"),
     )
     generation = run_spec(spec, url)
-    results = {r.candidate_id: r for r in generation.results()}
+    every = sorted(generation.results(), key=lambda r: r.candidate_id)
+    results = {r.candidate_id: r for r in every}
+    many = results.pop("many-scores")
+    assert many.status.value == "error" and many.error is not None
+    assert "5001 scores exceed the inline limit" in many.error.message
     assert {r.status.value for r in results.values()} == {"ok"}
     assert results["fits"].outputs == {"text": "x" * 1000} and not results["fits"].artifacts
 
@@ -218,14 +223,13 @@ def test_outputs_above_the_inline_limit_become_artifacts(
     assert generation.artifact("long-feedback", "feedback.txt") == b"y" * 50_000
 
     client = redis.Redis.from_url(url)
-    for candidate_id in results:  # bounded in Redis whatever the evaluator returned
+    for candidate_id in [*results, "many-scores"]:  # bounded whatever the evaluator returned
         assert client.hstrlen(GenerationKeys(spec.id).results, candidate_id) < INLINE_LIMIT + 1024
     # A large result is streamed by id (Redis holds its JSON once); `evofleet results` and the
     # collector read it from the hash all the same.
     assert b"c" in _stream_entry(client, spec.id, "long-feedback")
     streamed = [r for batch in iter_stream(Ledger(client, spec.id)) for r in batch]
-    assert sorted(streamed, key=lambda r: r.candidate_id) == sorted(results.values(),
-                                                                     key=lambda r: r.candidate_id)
+    assert sorted(streamed, key=lambda r: r.candidate_id) == every
     client.close()
 
 
