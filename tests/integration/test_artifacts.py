@@ -114,7 +114,7 @@ def artifact_cluster(
             generation.client.close()
         _opened.clear()
         gc.collect()
-        worker.stop()
+        worker.stop(timeout_s=5)  # nothing left to finish
         server.stop()
 
 
