@@ -114,7 +114,9 @@ def _sweep_forever(url: str, interval_s: float, options: Mapping[str, Any], who:
 @worker_ready.connect
 def start_sweeper(sender: Any = None, **_: Any) -> None:
     """Sweep expired generations' artifacts every ``artifact_sweep_s`` in a daemon thread."""
-    settings = sender.app.conf.evofleet_settings
+    settings = getattr(sender.app.conf, "evofleet_settings", None)
+    if settings is None:  # another app's worker in this process
+        return
     _stop.clear()
     threading.Thread(
         target=_sweep_forever,
