@@ -93,8 +93,8 @@ def tensor_and_file(candidate: Candidate, context: EvaluationContext) -> Evaluat
     count = int(float(candidate.params.get("mb", 1)) * 1024 * 1024) // 4
     seed = int(candidate.params.get("seed", 0))
     weights = torch.arange(count, dtype=torch.float32) + seed
-    folder = Path(tempfile.mkdtemp(prefix="evofleet-test-"))
-    log = folder / "run.log"
+    # One file per pool process, rewritten each run: it is copied once the evaluator returns.
+    log = Path(tempfile.gettempdir()) / f"evofleet-test-{os.getpid()}-run.log"
     log.write_text("".join(f"step {i} loss {1 / (i + 1):.6f}\n" for i in range(2000)))
     artifacts: dict[str, Any] = {
         "weights": weights,
