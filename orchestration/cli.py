@@ -23,7 +23,7 @@ from orchestration.progress import FailureTally, ProgressDisplay, print_summary
 from orchestration.settings import LaunchSettings
 from orchestration.sinks import check_output, open_sink, summary_path, write_summary
 from orchestration.spec_loading import SpecError, load_generation, spec_from_dict
-from workers.contract import PRIORITIES, EvaluationResult, Status
+from workers.contract import PRIORITIES, Status
 from workers.ledger import RUNNING, GenerationNotFound, Ledger
 from workers.redis_client import connect
 from workers.summary import summarize
@@ -150,6 +150,8 @@ def _run(generation: Generation, out: Path | None, quiet: bool, tally: FailureTa
     if out is not None:
         written = write_summary(summary_path(out), summary)
         err.print(f"results: {out}   summary: {written}")
+    if generation.artifacts_written:
+        err.print(f"artifacts of {generation.artifacts_written} candidate(s): {generation.artifact_store}")
     if interrupted:
         return EXIT_INTERRUPTED
     counts = summary.get("counts", {})
@@ -385,7 +387,7 @@ def iter_stream(ledger: Ledger, batch: int = 1000) -> Any:
         if not entries:
             return
         last = "(" + entries[-1][0].decode()
-        yield [EvaluationResult.model_validate_json(fields[b"r"]) for _, fields in entries]
+        yield ledger.stream_results(entries)
 
 
 @app.command()
@@ -413,6 +415,10 @@ _register_worker_commands(app)
 from orchestration.admin_cli import register as _register_admin_commands  # noqa: E402
 
 _register_admin_commands(app)
+
+from orchestration.cleanup_cli import register as _register_cleanup  # noqa: E402
+
+_register_cleanup(app)
 
 
 __all__ = ["app", "launcher_app"]

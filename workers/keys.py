@@ -10,6 +10,10 @@ EVALUATE_TASK = "evofleet.evaluate"
 FINALIZE_TASK = "evofleet.finalize_generation"
 GENERATIONS_INDEX = "evofleet:generations"
 WORKER_SLOTS = "evofleet:workers:{hostname}:slots"
+# Zset of JSON [generation_id, store_url] -> first write time: where each generation's
+# artifacts are, so they can be deleted once its keys have expired.
+ARTIFACT_STORES = "evofleet:artifact-stores"
+ARTIFACT_SWEEP_LOCK = "evofleet:artifact-sweep"  # one worker sweeps per interval
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,12 @@ class GenerationKeys:
         """JSON: the generation's summary, written when it ends."""
         return f"{self.prefix}:summary"
 
+    @property
+    def attached(self) -> str:
+        """Hash: candidate id -> outputs/feedback its evaluator attached so far (JSON), for a
+        result recorded by the worker's main process after the pool child died."""
+        return f"{self.prefix}:attached"
+
     def all(self) -> list[str]:
         """Every key of the generation, for expiry and deletion."""
         return [
@@ -71,4 +81,5 @@ class GenerationKeys:
             self.stream,
             self.attempts,
             self.summary,
+            self.attached,
         ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,15 +26,22 @@ from workers.keys import GENERATIONS_INDEX, GenerationKeys
 
 # One atomic step: only the first result for a candidate is stored, streamed and counted.
 # A generation whose state is gone (deleted, expired) records nothing: no keys without expiry.
+# A large result is streamed by candidate id ('c'), so Redis holds its JSON once; what its
+# evaluator attached on the way is dropped (the result has it).
 _RECORD_SCRIPT = """
 if redis.call('EXISTS', KEYS[3]) == 0 then
   return 0
 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
+  if ARGV[5] == 'r' then
+    redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
+  else
+    redis.call('XADD', KEYS[2], '*', 'c', ARGV[1])
+  end
   redis.call('HINCRBY', KEYS[3], 'recorded', 1)
   redis.call('HINCRBY', KEYS[3], 'n_' .. ARGV[3], 1)
   redis.call('HINCRBY', KEYS[3], 'r_' .. ARGV[4], 1)
+  redis.call('HDEL', KEYS[4], ARGV[1])
   return 1
 end
 return 0
@@ -101,6 +108,7 @@ return out
 """
 
 RUNNING = "running"
+STREAM_INLINE_BYTES = 4096  # results up to this size travel whole in the stream
 END_STATES = ("complete", "partial", "cancelled")
 
 
@@ -224,15 +232,29 @@ class Ledger:
     def record(self, result: EvaluationResult) -> bool:
         """Record a result; False when the candidate already had one (nothing changes)."""
         payload = result.model_dump_json()
+        field = "r" if len(payload) <= STREAM_INLINE_BYTES else "c"
         recorded = bool(
             self._record(
-                keys=[self.keys.results, self.keys.stream, self.keys.state],
-                args=[result.candidate_id, payload, result.status.value, result.priority.value],
+                keys=[self.keys.results, self.keys.stream, self.keys.state, self.keys.attached],
+                args=[result.candidate_id, payload, result.status.value, result.priority.value,
+                      field],
             )
         )
         if recorded:
             metrics.count_result(result)  # a no-op outside a worker started with a metrics port
         return recorded
+
+    def stream_results(self, entries: Sequence[tuple[Any, Mapping[bytes, bytes]]]) -> list[EvaluationResult]:
+        """The results of stream entries, in order: whole ones ('r') as they are, large ones
+        ('c': the candidate id) read from the results hash in one round trip."""
+        by_id = [fields[b"c"] for _entry_id, fields in entries if b"r" not in fields]
+        large = dict(zip(by_id, self.client.hmget(self.keys.results, by_id), strict=True)) if by_id else {}
+        results = []
+        for _entry_id, fields in entries:
+            raw = fields.get(b"r") or large.get(fields.get(b"c", b""))
+            if raw is not None:
+                results.append(EvaluationResult.model_validate_json(raw))
+        return results
 
     def begin(self, candidate_ids: Sequence[str], *, count_attempts: bool) -> TaskStart | None:
         """One round trip before evaluating: None when the generation is closed, else which
@@ -270,6 +292,16 @@ class Ledger:
                 pipe.hexists(self.keys.results, cid)
             flags = pipe.execute()
         return {cid for cid, flag in zip(ids, flags, strict=True) if flag}
+
+    def note_attached(self, candidate_id: str, fields: dict[str, Any]) -> None:
+        """Keep what an evaluator attached so far, for a pool child that dies before it records."""
+        self.client.hset(self.keys.attached, candidate_id, json.dumps(fields))
+
+    def attached(self, candidate_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """What these candidates' evaluators attached before their pool child died."""
+        ids = list(candidate_ids)
+        values = self.client.hmget(self.keys.attached, ids) if ids else []
+        return {cid: json.loads(v) for cid, v in zip(ids, values, strict=True) if v is not None}
 
     def result(self, candidate_id: str) -> EvaluationResult | None:
         raw = self.client.hget(self.keys.results, candidate_id)
