@@ -21,7 +21,7 @@ from orchestration.progress import ProgressDisplay, print_summary
 from orchestration.settings import LaunchSettings
 from orchestration.sinks import check_output, open_sink, summary_path, write_summary
 from orchestration.spec_loading import SpecError, load_generation, spec_from_dict
-from workers.contract import PRIORITIES, EvaluationResult, Status
+from workers.contract import PRIORITIES, Status
 from workers.ledger import RUNNING, GenerationNotFound, Ledger
 from workers.redis_client import connect
 from workers.summary import summarize
@@ -344,7 +344,7 @@ def iter_stream(ledger: Ledger, batch: int = 1000) -> Any:
         if not entries:
             return
         last = "(" + entries[-1][0].decode()
-        yield [EvaluationResult.model_validate_json(fields[b"r"]) for _, fields in entries]
+        yield ledger.stream_results(entries)
 
 
 @app.command()

@@ -217,11 +217,11 @@ class Generation:
                 now = time.monotonic()
                 wait_s = batch_timeout - (now - batch_started) if batch else batch_timeout
                 reply = self._read(last_id, max(1, batch_size - len(batch)), min(wait_s, 0.25))
-                for entry_id, fields in reply:
-                    last_id = entry_id
+                if reply:
+                    last_id = reply[-1][0]
                     if not batch:
                         batch_started = time.monotonic()
-                    batch.append(EvaluationResult.model_validate_json(fields[b"r"]))
+                    batch.extend(self.ledger.stream_results(reply))
                     last_progress = time.monotonic()
                 now = time.monotonic()
                 if now >= next_state_check:

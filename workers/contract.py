@@ -176,6 +176,20 @@ class GenerationSpec(BaseModel):
     chunk_size: int | Literal["auto"] = Field(
         1, description="Candidates per Celery message (same priority), or auto."
     )
+    artifact_store: str | None = Field(
+        None,
+        description="fsspec URL (or a path) where the evaluator's artifacts are written; "
+        "default: the workers' EVOFLEET_ARTIFACT_STORE (local mode: beside the results file).",
+    )
+
+    @field_validator("artifact_store")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from workers.artifacts import as_store_url, check_store_url
+
+        return check_store_url(as_store_url(value))
 
     @field_validator("chunk_size")
     @classmethod
@@ -213,5 +227,6 @@ class GenerationHeader(BaseModel):
     time_limit: float
     crash_retries: int
     deadline: float = math.inf
+    artifact_store: str | None = None
 
     model_config = ConfigDict(extra="ignore")

@@ -10,6 +10,10 @@ EVALUATE_TASK = "evofleet.evaluate"
 FINALIZE_TASK = "evofleet.finalize_generation"
 GENERATIONS_INDEX = "evofleet:generations"
 WORKER_SLOTS = "evofleet:workers:{hostname}:slots"
+# Zset of JSON [generation_id, store_url] -> first write time: where each generation's
+# artifacts are, so they can be deleted once its keys have expired.
+ARTIFACT_STORES = "evofleet:artifact-stores"
+ARTIFACT_SWEEP_LOCK = "evofleet:artifact-sweep"  # one worker sweeps per interval
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +22,14 @@ from workers.contract import (
 from workers.keys import GENERATIONS_INDEX, GenerationKeys
 
 # One atomic step: only the first result for a candidate is stored, streamed and counted.
+# A large result is streamed by candidate id ('c'), so Redis holds its JSON once.
 _RECORD_SCRIPT = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
+  if ARGV[5] == 'r' then
+    redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
+  else
+    redis.call('XADD', KEYS[2], '*', 'c', ARGV[1])
+  end
   redis.call('HINCRBY', KEYS[3], 'recorded', 1)
   redis.call('HINCRBY', KEYS[3], 'n_' .. ARGV[3], 1)
   redis.call('HINCRBY', KEYS[3], 'r_' .. ARGV[4], 1)
@@ -93,6 +98,7 @@ return out
 """
 
 RUNNING = "running"
+STREAM_INLINE_BYTES = 4096  # results up to this size travel whole in the stream
 END_STATES = ("complete", "partial", "cancelled")
 
 
@@ -213,12 +219,26 @@ class Ledger:
     def record(self, result: EvaluationResult) -> bool:
         """Record a result; False when the candidate already had one (nothing changes)."""
         payload = result.model_dump_json()
+        field = "r" if len(payload) <= STREAM_INLINE_BYTES else "c"
         return bool(
             self._record(
                 keys=[self.keys.results, self.keys.stream, self.keys.state],
-                args=[result.candidate_id, payload, result.status.value, result.priority.value],
+                args=[result.candidate_id, payload, result.status.value, result.priority.value,
+                      field],
             )
         )
+
+    def stream_results(self, entries: Sequence[tuple[Any, Mapping[bytes, bytes]]]) -> list[EvaluationResult]:
+        """The results of stream entries, in order: whole ones ('r') as they are, large ones
+        ('c': the candidate id) read from the results hash in one round trip."""
+        by_id = [fields[b"c"] for _entry_id, fields in entries if b"r" not in fields]
+        large = dict(zip(by_id, self.client.hmget(self.keys.results, by_id), strict=True)) if by_id else {}
+        results = []
+        for _entry_id, fields in entries:
+            raw = fields.get(b"r") or large.get(fields.get(b"c", b""))
+            if raw is not None:
+                results.append(EvaluationResult.model_validate_json(raw))
+        return results
 
     def begin(self, candidate_ids: Sequence[str], *, count_attempts: bool) -> TaskStart | None:
         """One round trip before evaluating: None when the generation is closed, else which

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,7 @@ KNOWN_ENV = frozenset(
         "MAX_TASKS_PER_CHILD", "MAX_MEMORY_PER_CHILD_MB",  # workers
         "LOCAL_WORKERS", "LOCAL_CONCURRENCY", "REDIS_SERVER",  # launcher
         "GPUS", "TORCH_THREADS",  # set by `evofleet worker` for its pool children
+        "INLINE_OUTPUT_BYTES", "ARTIFACT_STORE", "ARTIFACT_STORE_OPTIONS", "ARTIFACT_SWEEP_S",
     }
 )
 
@@ -71,6 +73,29 @@ class WorkerSettings(StrictEnvSettings):
     )
     max_memory_per_child_mb: int | None = Field(
         None, gt=0, description="Recycle a pool child whose resident memory passes this."
+    )
+
+    inline_output_bytes: int = Field(
+        64 * 1024,
+        ge=256,
+        description="Bytes of outputs + feedback a result keeps inline in Redis; above it they "
+        "are stored as artifact outputs.json (and feedback.txt).",
+    )
+    artifact_store: str | None = Field(
+        None,
+        description="fsspec URL where artifacts are written (file:///shared/dir, "
+        "s3://bucket/prefix) when the spec names none.",
+    )
+    artifact_store_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="JSON object of fsspec storage options for the store, e.g. "
+        '{"endpoint_url": "http://minio:9000"} for s3://.',
+    )
+    artifact_sweep_s: int = Field(
+        3600,
+        gt=0,
+        description="Seconds between a worker's sweeps that delete the artifacts of generations "
+        "whose Redis keys expired.",
     )
 
     @property

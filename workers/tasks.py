@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -10,9 +11,11 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 
 from workers import devices
+from workers.artifacts import ArtifactStore, ArtifactStoreError
 from workers.celery_app import app
 from workers.contract import (
     Candidate,
@@ -22,11 +25,20 @@ from workers.contract import (
     from_timestamp,
     utc_now,
 )
-from workers.evaluators import EvaluationContext, Scores, UnknownEvaluator, batch_function, resolve
+from workers.evaluators import (
+    Evaluation,
+    EvaluationContext,
+    Scores,
+    UnknownEvaluator,
+    batch_function,
+    resolve,
+)
 from workers.failures import EvaluateRequest, error_info, soft_time_limit, status_of
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK
 from workers.ledger import Ledger
+from workers.outputs import Keeper, Kept, from_exception, unpack
 from workers.redis_client import client_for
+from workers.retention import register_store
 from workers.summary import summarize
 
 logger = logging.getLogger(__name__)
@@ -45,6 +57,27 @@ def _process_ledger(generation_id: str, pid: int) -> Ledger:
 @lru_cache(maxsize=64)
 def _header(generation_id: str) -> GenerationHeader:
     return _ledger(generation_id).header()
+
+
+@lru_cache(maxsize=16)
+def _process_store(url: str, options_json: str, pid: int) -> ArtifactStore:
+    """One store per URL and process: fsspec clients and the folder markers are reused."""
+    return ArtifactStore(url, json.loads(options_json))
+
+
+def _keeper(ledger: Ledger, header: GenerationHeader) -> Keeper:
+    """Where this generation's outputs and artifacts go: the spec's store, else the worker's."""
+    settings = app.conf.evofleet_settings
+    url = header.artifact_store or settings.artifact_store
+
+    def open_store() -> ArtifactStore:
+        assert url is not None
+        store = _process_store(url, json.dumps(settings.artifact_store_options, sort_keys=True),
+                               os.getpid())
+        register_store(ledger.client, header.id, url)
+        return store
+
+    return Keeper(header.id, open_store if url else None, settings.inline_output_bytes)
 
 
 # ignore_result: the ledger holds every outcome; Celery's own result key would cost a Redis
@@ -73,7 +106,7 @@ def evaluate(
         objectives=header.objectives,
         worker=self.request.hostname or socket.gethostname(),
     )
-    runner = ChunkRunner(ledger, header, context, from_timestamp(submitted_at))
+    runner = ChunkRunner(ledger, header, context, from_timestamp(submitted_at), _keeper(ledger, header))
     runner.run(todo, attempts=start.attempts if alone else None)
     return {"candidates": len(candidates)}
 
@@ -109,11 +142,13 @@ class ChunkRunner:
         header: GenerationHeader,
         context: EvaluationContext,
         submitted_at: Any,
+        keeper: Keeper,
     ) -> None:
         self.ledger = ledger
         self.header = header
         self.context = context
         self.submitted_at = submitted_at
+        self.keeper = keeper
 
     def run(self, candidates: Sequence[Candidate], *, attempts: dict[str, int] | None) -> None:
         """Evaluate; ``attempts`` holds a lone candidate's counted attempt (None in a chunk)."""
@@ -135,14 +170,14 @@ class ChunkRunner:
                                  f"lost its worker {attempt - 1} times; not run again")))
                 continue
             self.context.attempt = attempt
+            self.context.attached = None
             started = utc_now()
             try:
                 with soft_time_limit(self.header.soft_time_limit):
-                    scores = evaluator(candidate, self.context)
-                self._record_scores(candidate, scores, attempt, started)
+                    value = evaluator(candidate, self.context)
+                self._record_value(candidate, value, attempt, started)
             except Exception as exc:
-                self._record(candidate, status_of(exc), attempt=attempt, started=started,
-                             error=error_info(exc))
+                self._record_failure(candidate, exc, attempt, started)
                 devices.after_failure(exc)
             finally:
                 devices.release_memory()
@@ -176,20 +211,49 @@ class ChunkRunner:
             return list(candidates)
         finally:
             devices.release_memory()
-        for candidate, scores in zip(candidates, all_scores, strict=True):
-            self._record_scores(candidate, scores, 1, started)
+        for candidate, value in zip(candidates, all_scores, strict=True):
+            self._record_value(candidate, value, 1, started)
         return []
 
-    def _record_scores(
-        self, candidate: Candidate, scores: Scores | float, attempt: int, started: Any
-    ) -> None:
+    def _record_value(self, candidate: Candidate, value: Any, attempt: int, started: Any) -> None:
+        """Record what the evaluator returned: scores, or an Evaluation (or its mapping)."""
+        evaluation = unpack(value)
+        kept = self._keep(candidate, evaluation)
         try:
-            clean = checked_scores(scores, self.header.objectives)
+            clean = checked_scores(evaluation.scores, self.header.objectives)
         except (TypeError, ValueError) as problem:
             self._record(candidate, Status.error, attempt=attempt, started=started,
-                         error=error_info(problem))
+                         error=error_info(problem), kept=kept)
             return
-        self._record(candidate, Status.ok, attempt=attempt, started=started, scores=clean)
+        if kept.problem is not None:  # e.g. the store is unreachable: scored, but not kept
+            self._record(candidate, Status.error, attempt=attempt, started=started, scores=clean,
+                         error=error_info(kept.problem), kept=kept)
+            return
+        self._record(candidate, Status.ok, attempt=attempt, started=started, scores=clean, kept=kept)
+
+    def _record_failure(self, candidate: Candidate, exc: Exception, attempt: int, started: Any) -> None:
+        """An evaluator that raised (or ran out of time) keeps what it attached before."""
+        kept = self._keep(candidate, from_exception(exc, self.context.attached))
+        error = error_info(exc)
+        if kept.problem is not None:
+            error.message = f"{error.message} (and its attachments were not kept: {kept.problem})"
+        self._record(candidate, status_of(exc), attempt=attempt, started=started, error=error,
+                     kept=kept)
+
+    def _keep(self, candidate: Candidate, evaluation: Evaluation | None) -> Kept:
+        """Outputs, feedback and artifacts, with the store's time bounded by the soft limit."""
+        if evaluation is None or (
+            evaluation.outputs is None and evaluation.feedback is None and not evaluation.artifacts
+        ):
+            return Kept()
+        limit = self.header.soft_time_limit
+        try:
+            with soft_time_limit(limit):
+                return self.keeper.keep(candidate.id, evaluation)
+        except SoftTimeLimitExceeded:
+            where = self.header.artifact_store or app.conf.evofleet_settings.artifact_store
+            return Kept(problem=ArtifactStoreError(
+                f"artifact store {where} did not finish writing within {limit:g}s"))
 
     def _record(
         self,
@@ -200,9 +264,11 @@ class ChunkRunner:
         started: Any,
         scores: dict[str, float] | None = None,
         error: Any = None,
+        kept: Kept | None = None,
     ) -> None:
         self.ledger.record(
             EvaluationResult(
+                **(kept.fields() if kept is not None else {}),
                 generation_id=self.header.id,
                 candidate_id=candidate.id,
                 status=status,

@@ -27,6 +27,26 @@ class EvaluationContext:
     worker: str
     attempt: int = 1
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("evofleet.evaluator"))
+    attached: Evaluation | None = None
+
+    def attach(
+        self,
+        *,
+        outputs: Any = None,
+        feedback: str | None = None,
+        artifacts: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Attach outputs, feedback or artifacts as the evaluation goes: a candidate that then
+        raises or runs out of time keeps them in its ``error``/``timeout`` result. What the
+        evaluator returns (or raises with) replaces what was attached."""
+        held = self.attached or Evaluation()
+        if outputs is not None:
+            held.outputs = outputs
+        if feedback is not None:
+            held.feedback = feedback
+        if artifacts:
+            held.artifacts = {**held.artifacts, **artifacts}
+        self.attached = held
 
 
 @dataclass
@@ -36,7 +56,9 @@ class Evaluation:
     ``outputs`` is any JSON (generated text, per-example scores, a trace); ``feedback`` is text
     for a reflecting optimizer; ``artifacts`` maps a name to bytes, str, a file path, a torch
     tensor or a dict of tensors, or a numpy array, stored out of band (never pickled).
-    A mapping with these keys is accepted too.
+    A mapping is read as an Evaluation when it has a ``scores`` key holding a mapping or a
+    number and no keys other than ``scores``, ``outputs``, ``feedback`` and ``artifacts``;
+    any other mapping is plain scores.
     """
 
     scores: Mapping[str, float] | float = field(default_factory=dict)
@@ -45,13 +67,35 @@ class Evaluation:
     artifacts: Mapping[str, Any] = field(default_factory=dict)
 
 
+class EvaluationError(Exception):
+    """Raised by an evaluator to fail a candidate (``error``) while keeping partial outputs.
+
+    Any exception with ``evofleet_outputs``, ``evofleet_feedback`` or ``evofleet_artifacts``
+    attributes is read the same way.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        outputs: Any = None,
+        feedback: str | None = None,
+        artifacts: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.evofleet_outputs = outputs
+        self.evofleet_feedback = feedback
+        self.evofleet_artifacts = dict(artifacts or {})
+
+
 class Evaluator(Protocol):
-    """``(candidate, context) -> {objective: float}``; may also offer ``evaluate_batch``."""
+    """``(candidate, context) -> {objective: float}`` or an Evaluation; may also offer
+    ``evaluate_batch`` (candidates, context) -> one of those per candidate."""
 
-    def __call__(self, candidate: Candidate, context: EvaluationContext) -> Scores: ...
+    def __call__(self, candidate: Candidate, context: EvaluationContext) -> Scores | Evaluation: ...
 
 
-BatchEvaluator = Callable[[Sequence[Candidate], EvaluationContext], Sequence[Scores]]
+BatchEvaluator = Callable[[Sequence[Candidate], EvaluationContext], Sequence[Any]]
 
 
 class UnknownEvaluator(LookupError):
