@@ -18,7 +18,7 @@ from typing import Any
 
 from orchestration.api import launch
 from orchestration.generation import Generation
-from orchestration.integrations.fleet import fleet
+from orchestration.integrations.fleet import fleet, result_outputs
 from orchestration.settings import LaunchSettings
 from workers.contract import Candidate, EvaluationResult, GenerationSpec, Status
 from workers.evaluators.call import to_json
@@ -335,7 +335,10 @@ class FleetExecutor(Executor):
             if future is None:
                 continue
             if result.status is Status.ok:
-                future.set_result(result.outputs)
+                try:
+                    future.set_result(result_outputs(result))
+                except Exception as exc:  # a stored return value that cannot be read back
+                    future.set_exception(exc)
             elif self.on_error == RAISE:
                 future.set_exception(EvaluationFailed(result))
             else:

@@ -3,12 +3,17 @@ for the optimizer's whole run (starting one per generation would cost seconds ea
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from orchestration.api import check_broker
 from orchestration.local_cluster import local_cluster
 from orchestration.settings import LaunchSettings
+from workers.artifacts import load_artifact
+from workers.contract import EvaluationResult
+from workers.outputs import ARTIFACT_MARKER
 
 
 @contextmanager
@@ -42,3 +47,12 @@ def fleet(
         redis_binary=settings.redis_server,
     ) as local_url:
         yield local_url
+
+
+def result_outputs(result: EvaluationResult) -> Any:
+    """``result.outputs``, read back from the artifact store when they were too large to be
+    kept inline (``{"$artifact": "outputs.json"}``)."""
+    outputs = result.outputs
+    if isinstance(outputs, dict) and set(outputs) == {ARTIFACT_MARKER}:
+        return json.loads(load_artifact(result, str(outputs[ARTIFACT_MARKER])))
+    return outputs
