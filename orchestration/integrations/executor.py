@@ -29,6 +29,7 @@ RAISE = "raise"
 OBJECTIVE = "value"
 # Results come back in batches; a short flush keeps a single call's latency low.
 DEFAULT_OPTIONS: dict[str, Any] = {"batch_size": 1000, "batch_timeout": 0.05, "chunk_size": "auto"}
+GATHER_CAP_S = 0.25  # a steady trickle of submits still launches at least this often
 
 
 class EvaluationFailed(Exception):
@@ -134,8 +135,8 @@ class FleetExecutor(Executor):
     ``fn`` is named by import path (a module-level function, or a ``functools.partial`` of one),
     never pickled; arguments and return values are JSON: tuples become lists, numpy arrays
     and scalars become lists and Python numbers (so Nevergrad's array arguments arrive as
-    lists), anything else is a TypeError at ``submit``. Calls submitted within ``gather_s``
-    of each other, or by one ``map``, are one generation (up to ``max_generation_size``).
+    lists), anything else is a TypeError at ``submit``. Calls submitted less than ``gather_s``
+    apart, or by one ``map``, are one generation (up to ``max_generation_size``).
     With no broker URL one local cluster runs for the executor's life.
     """
 
@@ -146,7 +147,7 @@ class FleetExecutor(Executor):
         workers: int | None = None,
         concurrency: int | None = None,
         on_error: Any = RAISE,
-        gather_s: float = 0.005,
+        gather_s: float = 0.02,
         max_generation_size: int = 10_000,
         generation_options: Mapping[str, Any] | None = None,
         settings: LaunchSettings | None = None,
@@ -158,7 +159,8 @@ class FleetExecutor(Executor):
             workers: Local mode: worker processes.
             concurrency: Local mode: pool children per worker.
             on_error: ``"raise"``, or the value a failed call's future returns instead.
-            gather_s: How long the first pending call waits for others to join its generation.
+            gather_s: A pending call waits for others until submits pause this long (at most
+                0.25 s in all): then they are launched as one generation.
             max_generation_size: Calls per generation, at most.
             generation_options: GenerationSpec fields for every generation (``soft_time_limit``,
                 ``time_limit``, ``crash_retries``, ``deadline``, ``chunk_size``...).
@@ -175,6 +177,7 @@ class FleetExecutor(Executor):
         self._lock = threading.Condition()
         self._pending: list[_Call] = []
         self._first_pending_at = 0.0
+        self._last_pending_at = 0.0
         self._running: dict[str, Generation] = {}
         self._generation_ids: list[str] = []
         self._shutdown = False
@@ -260,8 +263,10 @@ class FleetExecutor(Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+            now = time.monotonic()
             if not self._pending:
-                self._first_pending_at = time.monotonic()
+                self._first_pending_at = now
+            self._last_pending_at = now
             self._pending.extend(calls)
             self._lock.notify_all()
 
@@ -285,7 +290,10 @@ class FleetExecutor(Executor):
         with self._lock:
             while True:
                 if self._pending:
-                    left = self._first_pending_at + self.gather_s - time.monotonic()
+                    # Launch once submits pause for gather_s (an optimizer asking its batch
+                    # one call at a time), or the oldest has waited GATHER_CAP_S.
+                    left = min(self._last_pending_at + self.gather_s,
+                               self._first_pending_at + max(GATHER_CAP_S, self.gather_s)) - time.monotonic()
                     if left <= 0 or self._shutdown or len(self._pending) >= self.max_generation_size:
                         break
                     self._lock.wait(left)
@@ -295,7 +303,7 @@ class FleetExecutor(Executor):
                     self._lock.wait()
             calls = self._pending[: self.max_generation_size]
             del self._pending[: self.max_generation_size]
-            self._first_pending_at = time.monotonic()
+            self._first_pending_at = self._last_pending_at = time.monotonic()
             return calls
 
     def _launch(self, calls: list[_Call]) -> None:
