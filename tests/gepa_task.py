@@ -67,3 +67,12 @@ def reflection_lm(first: str = "CRASH") -> Callable[[str], str]:
         return f"```\nMention {' '.join(sorted(seen))}.\n```"
 
     return lm
+
+
+def keyword_score(candidate: str, example: dict[str, Any]) -> tuple[float, dict[str, str]]:
+    """optimize_anything's evaluator: 1.0 when the text names the example's keyword."""
+    if "CRASH" in candidate:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if example["keyword"] in candidate:
+        return 1.0, {"feedback": "ok"}
+    return 0.0, {"feedback": f"missing keyword: {example['keyword']}"}

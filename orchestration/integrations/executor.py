@@ -204,6 +204,15 @@ class FleetExecutor(Executor):
         self._enqueue([call])
         return call.future
 
+    def submit_batch(
+        self, fn: Callable[..., Any], argument_lists: Iterable[Sequence[Any]]
+    ) -> list[Future[Any]]:
+        """``submit(fn, *arguments)`` for each entry, all launched as one generation."""
+        target = import_path(fn)
+        calls = [self._call(target, arguments, {}) for arguments in argument_lists]
+        self._enqueue(calls)
+        return [call.future for call in calls]
+
     def map(
         self,
         fn: Callable[..., Any],
@@ -217,10 +226,7 @@ class FleetExecutor(Executor):
         ``chunksize`` is accepted for compatibility: the fleet chunks by measured run time.
         """
         end = None if timeout is None else time.monotonic() + timeout
-        target = import_path(fn)
-        calls = [self._call(target, args, {}) for args in zip(*iterables, strict=False)]
-        self._enqueue(calls)
-        return _in_order([call.future for call in calls], end)
+        return _in_order(self.submit_batch(fn, zip(*iterables, strict=False)), end)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Refuse new calls; with ``cancel_futures``, cancel what has not started.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from gepa.core.adapter import EvaluationBatch
 
 from orchestration.api import launch
+from orchestration.integrations.executor import EvaluationFailed, FleetExecutor
 from orchestration.integrations.fleet import fleet, result_outputs
 from orchestration.settings import LaunchSettings
 from workers.contract import Candidate, EvaluationResult, GenerationSpec, Status
@@ -217,3 +218,46 @@ class FleetAdapter:
             trajectories=[entry[2] for entry in part] if capture_traces else None,
             objective_scores=objective if objective and all(o is not None for o in objective) else None,
         )
+
+
+def fleet_batch_evaluator(
+    evaluator: Callable[..., Any], executor: FleetExecutor, *, failure_score: float = 0.0
+) -> Callable[[list[tuple[Any, Any]]], list[tuple[float, dict[str, Any]]]]:
+    """A ``batch_evaluator`` for ``gepa.optimize_anything``: all pairs one generation.
+
+    Failure contract: a pair whose call ends ``error``, ``timeout``, ``crashed`` or
+    ``cancelled`` becomes ``(failure_score, {"error": ..., "status": ...})``; nothing raises
+    into GEPA for one pair.
+
+    Args:
+        evaluator: Your module-level ``evaluator(candidate, example) -> score | (score,
+            side_info)``, run on the workers (candidate, example and side_info are JSON).
+        executor: The FleetExecutor whose fleet runs it.
+        failure_score: The score of a pair whose evaluation failed.
+    """
+
+    def evaluate_pairs(pairs: list[tuple[Any, Any]]) -> list[tuple[float, dict[str, Any]]]:
+        futures = executor.submit_batch(evaluator, [list(pair) for pair in pairs])
+        scored = []
+        for future in futures:
+            try:
+                scored.append(_score_pair(future.result()))
+            except EvaluationFailed as failed:
+                error = failed.result.error
+                text = f"{error.type}: {error.message}" if error is not None else failed.status.value
+                scored.append((failure_score, {"error": text, "status": failed.status.value}))
+            except (TypeError, ValueError) as exc:  # the evaluator returned something else
+                scored.append((failure_score, {"error": f"{type(exc).__name__}: {exc}",
+                                               "status": "error"}))
+        return scored
+
+    return evaluate_pairs
+
+
+def _score_pair(value: Any) -> tuple[float, dict[str, Any]]:
+    """An evaluator's JSON return value as ``(score, side_info)``."""
+    if isinstance(value, list) and len(value) == 2:  # a (score, side_info) tuple, as JSON
+        return float(value[0]), dict(value[1] or {})
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value), {}
+    raise TypeError(f"the evaluator must return score or (score, side_info), got {value!r}")

@@ -8,7 +8,8 @@ from typing import Any
 import gepa
 import pytest
 
-from orchestration.integrations.gepa import FleetAdapter, FleetFailure
+from orchestration.integrations.executor import FleetExecutor
+from orchestration.integrations.gepa import FleetAdapter, FleetFailure, fleet_batch_evaluator
 from tests import gepa_task
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -58,3 +59,27 @@ def test_a_failing_example_scores_the_failure_score_and_feeds_back_its_error(
     ]
     plain = adapter.evaluate(examples[:1], {"instruction": "no"}, capture_traces=False)
     assert plain.scores == [0.0] and plain.trajectories is None
+
+
+def test_optimize_anything_with_the_fleet_batch_evaluator(adapter: FleetAdapter, tmp_path: Any) -> None:
+    from gepa.optimize_anything import EngineConfig, GEPAConfig, ReflectionConfig, optimize_anything
+
+    with FleetExecutor(adapter.broker_url, generation_options={"crash_retries": 0}) as executor:
+        evaluate_pairs = fleet_batch_evaluator(gepa_task.keyword_score, executor)
+        [crashed, scored] = evaluate_pairs([("CRASH", gepa_task.DATASET[0]),
+                                            ("alpha", gepa_task.DATASET[0])])
+        assert crashed[0] == 0.0 and crashed[1]["status"] == "crashed"
+        assert "SIGKILL" in crashed[1]["error"]
+        assert scored == (1.0, {"feedback": "ok"})
+        result = optimize_anything(
+            "Answer the question.", batch_evaluator=evaluate_pairs, dataset=gepa_task.DATASET,
+            config=GEPAConfig(
+                engine=EngineConfig(max_metric_calls=60, seed=0, run_dir=str(tmp_path / "oa")),
+                reflection=ReflectionConfig(reflection_lm=gepa_task.reflection_lm(first="CRASH"),
+                                            reflection_minibatch_size=3),
+            ),
+        )
+        launched = len(executor.generation_ids)
+    assert result.val_aggregate_scores[result.best_idx] > result.val_aggregate_scores[0]
+    assert "CRASH" not in str(result.candidates[result.best_idx])
+    assert launched >= 3
