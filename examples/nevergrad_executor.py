@@ -20,8 +20,11 @@ def objective(x: list[float]) -> float:
 def main() -> None:
     import nevergrad as ng  # here, not at the top: the workers import this module for objective
 
+    import numpy as np
+
     optimizer = ng.optimizers.OnePlusOne(parametrization=ng.p.Array(shape=(2,)), budget=64,
                                          num_workers=8)
+    optimizer.parametrization.random_state = np.random.RandomState(0)  # a reproducible run
     with FleetExecutor() as executor:
         recommendation = optimizer.minimize(objective, executor=executor, batch_mode=True)
         print(f"{len(executor.generation_ids)} generations")
