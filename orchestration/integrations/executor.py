@@ -18,7 +18,7 @@ from typing import Any
 
 from orchestration.api import launch
 from orchestration.generation import Generation
-from orchestration.integrations.fleet import fleet, result_outputs
+from orchestration.integrations.fleet import fleet, result_outputs, spec_fields
 from orchestration.settings import LaunchSettings
 from workers.contract import Candidate, EvaluationResult, GenerationSpec, Status
 from workers.evaluators.call import to_json
@@ -171,7 +171,7 @@ class FleetExecutor(Executor):
         self.on_error = on_error
         self.gather_s = gather_s
         self.max_generation_size = max_generation_size
-        self._options = {**DEFAULT_OPTIONS, **(generation_options or {})}
+        self._options = spec_fields(DEFAULT_OPTIONS, generation_options)
         self._new_spec()  # a bad option is an error now, not at the first submit
         self._settings = settings or LaunchSettings()
         self._lock = threading.Condition()

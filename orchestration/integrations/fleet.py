@@ -4,7 +4,7 @@ for the optimizer's whole run (starting one per generation would cost seconds ea
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,6 +14,19 @@ from orchestration.settings import LaunchSettings
 from workers.artifacts import load_artifact
 from workers.contract import EvaluationResult
 from workers.outputs import ARTIFACT_MARKER
+
+RESERVED_OPTIONS = frozenset({"id", "evaluator", "objectives", "candidates"})
+
+
+def spec_fields(
+    defaults: Mapping[str, Any], options: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """An integration's GenerationSpec fields: its defaults, overridden by the user's; the
+    fields the integration sets itself are refused (one id for every generation would mix them)."""
+    reserved = sorted(RESERVED_OPTIONS & set(options or {}))
+    if reserved:
+        raise ValueError(f"generation_options may not set {', '.join(reserved)}: the integration does")
+    return {**defaults, **(options or {})}
 
 
 @contextmanager

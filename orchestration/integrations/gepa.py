@@ -14,7 +14,7 @@ from gepa.core.adapter import EvaluationBatch
 
 from orchestration.api import launch
 from orchestration.integrations.executor import EvaluationFailed, FleetExecutor
-from orchestration.integrations.fleet import fleet, result_outputs
+from orchestration.integrations.fleet import fleet, result_outputs, spec_fields
 from orchestration.settings import LaunchSettings
 from workers.contract import Candidate, EvaluationResult, GenerationSpec, Status
 from workers.evaluators.call import to_json
@@ -88,7 +88,7 @@ class FleetAdapter:
         self.propose_new_texts = getattr(self.local, "propose_new_texts", None)
         self.failure_score = failure_score
         self.examples_per_task = examples_per_task
-        self._options = {**DEFAULT_OPTIONS, **(generation_options or {})}
+        self._options = spec_fields(DEFAULT_OPTIONS, generation_options)
         self._spec()  # a bad option is an error now
         self._settings = settings
         self.failures: Counter[str] = Counter()  # status -> failed examples so far

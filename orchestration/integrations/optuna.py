@@ -11,7 +11,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from orchestration.api import launch
-from orchestration.integrations.fleet import fleet
+from orchestration.integrations.fleet import fleet, spec_fields
 from orchestration.settings import LaunchSettings
 from workers.contract import Candidate, EvaluationResult, GenerationSpec, Status
 
@@ -70,7 +70,7 @@ def optimize(
         name: "max" if direction == StudyDirection.MAXIMIZE else "min"
         for name, direction in zip(names, study.directions, strict=True)
     }
-    options = {**DEFAULT_OPTIONS, **(generation_options or {})}
+    options = spec_fields(DEFAULT_OPTIONS, generation_options)
     GenerationSpec(evaluator=evaluator, objectives=directions, **options)  # bad options: now
     told: list[FrozenTrial] = []
     with fleet(broker_url, settings=settings, workers=workers, concurrency=concurrency) as url:
