@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["attach", "launch"]
+__all__ = ["attach", "launch", "load_artifact", "load_feedback", "load_outputs"]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import tempfile
 from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,10 +20,15 @@ from orchestration.local_cluster import local_cluster
 from orchestration.settings import LaunchSettings
 from orchestration.sinks import Sink, check_output, open_sink
 from orchestration.submit import create_generation
+from workers.artifacts import as_store_url, check_store_url, load_artifact
 from workers.celery_app import make_app
 from workers.contract import Candidate, GenerationSpec
 from workers.ledger import Ledger
+from workers.outputs import load_feedback, load_outputs
 from workers.redis_client import connect
+
+__all__ = ["attach", "launch", "load_artifact", "load_feedback", "load_outputs"]
+logger = logging.getLogger(__name__)
 
 
 def launcher_app(broker_url: str, settings: LaunchSettings | None = None) -> Celery:
@@ -81,6 +88,25 @@ def _check_output(out: str | Path | None, fmt: str | None) -> None:
         check_output(out, fmt)  # before anything is submitted: a bad path submits nothing
 
 
+def with_artifact_store(
+    spec: GenerationSpec, settings: LaunchSettings, out: str | Path | None, *, local: bool
+) -> GenerationSpec:
+    """The spec with the store its artifacts go to: its own, else ``EVOFLEET_ARTIFACT_STORE``,
+    else (local mode) ``<results>.artifacts/`` beside the results file or a temporary folder.
+    Against a deployment with none of these, the workers' own setting applies."""
+    url = spec.artifact_store or settings.artifact_store
+    if url is None and local:
+        if out is not None:
+            folder = Path(out).with_name(Path(out).stem + ".artifacts")
+        else:
+            folder = Path(tempfile.gettempdir()) / f"evofleet-artifacts-{spec.id}"
+            logger.info("generation %s: artifacts (if any) go to %s", spec.id, folder)
+        url = str(folder)
+    if url is None:
+        return spec
+    return spec.model_copy(update={"artifact_store": check_store_url(as_store_url(url))})
+
+
 def launch(
     spec: GenerationSpec,
     *,
@@ -104,6 +130,7 @@ def launch(
     failed = ExitStack()  # what a failure to start it closes as well
     url = broker_url or settings.broker_url
     local = url is None
+    spec = with_artifact_store(spec, settings, out, local=local)
     if url is None:
         url = stack.enter_context(
             local_cluster(

@@ -130,6 +130,8 @@ def _run(generation: Generation, out: Path | None, quiet: bool) -> int:
     if out is not None:
         written = write_summary(summary_path(out), summary)
         err.print(f"results: {out}   summary: {written}")
+    if generation.artifacts_written:
+        err.print(f"artifacts of {generation.artifacts_written} candidate(s): {generation.artifact_store}")
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_COMPLETE if status == "complete" else EXIT_PARTIAL
@@ -369,6 +371,9 @@ def cancel(
 from orchestration.worker_cli import register as _register_worker_commands  # noqa: E402
 
 _register_worker_commands(app)
+from orchestration.cleanup_cli import register as _register_cleanup  # noqa: E402
+
+_register_cleanup(app)
 
 
 __all__ = ["app", "launcher_app"]

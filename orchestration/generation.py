@@ -21,6 +21,7 @@ from celery import Celery
 
 from orchestration.sinks import Sink
 from orchestration.submit import Submitter
+from workers.artifacts import load_artifact
 from workers.contract import EvaluationResult, Status
 from workers.ledger import RUNNING, Ledger
 from workers.summary import summarize
@@ -83,6 +84,8 @@ class Generation:
         self.total = self.submitter.total
         self._thread = threading.Thread(target=self._run, name=f"evofleet-{generation_id}", daemon=True)
         self.local = False  # local mode: its private Redis and workers stop when it ends
+        self.artifact_store: str | None = self.spec_header.get("artifact_store")
+        self.artifacts_written = 0  # results collected that reference an artifact
         self._spool: IO[str] | None = None  # local mode: results outlive its Redis, on disk
 
     # -- public API -------------------------------------------------------------
@@ -139,6 +142,23 @@ class Generation:
             self._spool.seek(0)
             return [EvaluationResult.model_validate_json(line) for line in self._spool]
         return list(self.ledger.iter_results())
+
+    def result(self, candidate_id: str) -> EvaluationResult:
+        """One candidate's result (KeyError if it has none yet)."""
+        if self.local and self.ended:
+            found = [r for r in self.results() if r.candidate_id == candidate_id]
+            result = found[0] if found else None
+        else:
+            result = self.ledger.result(candidate_id)
+        if result is None:
+            raise KeyError(f"generation {self.id} has no result for candidate {candidate_id!r}")
+        return result
+
+    def artifact(self, candidate_id: str, name: str, *, as_path: bool = False) -> Any:
+        """An artifact of a candidate: tensors as given, else bytes; a local file with
+        ``as_path`` (see ``workers.artifacts.load_artifact``)."""
+        options = self.app.conf.evofleet_settings.artifact_store_options
+        return load_artifact(self.result(candidate_id), name, as_path=as_path, options=options)
 
     def summary(self) -> dict[str, Any] | None:
         return self._summary
@@ -294,6 +314,7 @@ class Generation:
             sink.write(batch)
         for result in batch:
             self._counts[result.status.value] += 1
+            self.artifacts_written += bool(result.artifacts)
             self.submitter.auto.observe(result.eval_seconds)
         self._seen += len(batch)
         self._batches += 1

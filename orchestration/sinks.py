@@ -16,6 +16,7 @@ _FIXED_COLUMNS = (
     "generation_id", "candidate_id", "status", "priority", "attempts", "worker", "device",
     "submitted_at", "started_at", "finished_at", "eval_seconds",
     "error_type", "error_message", "exitcode", "signal",
+    "outputs", "feedback", "artifacts",  # outputs and artifacts: JSON strings
 )
 
 
@@ -84,6 +85,10 @@ def flat_row(result: EvaluationResult, objectives: Sequence[str]) -> dict[str, A
         "error_message": error.message if error else None,
         "exitcode": error.exitcode if error else None,
         "signal": error.signal if error else None,
+        "outputs": None if result.outputs is None else json.dumps(result.outputs, ensure_ascii=False),
+        "feedback": result.feedback,
+        "artifacts": json.dumps({name: ref.model_dump() for name, ref in result.artifacts.items()})
+        if result.artifacts else None,
     }
     for name in objectives:
         row[score_column(name)] = result.scores.get(name)
@@ -129,7 +134,8 @@ class CsvSink:
 
 
 class ParquetSink:
-    """A Parquet file with one row group per batch; each objective is a float column."""
+    """A Parquet file with one row group per batch; each objective is a float column, outputs and
+    artifact references JSON strings."""
 
     def __init__(self, path: Path, objectives: Sequence[str]) -> None:
         import pyarrow as pa
@@ -145,6 +151,7 @@ class ParquetSink:
             ("submitted_at", timestamp), ("started_at", timestamp), ("finished_at", timestamp),
             ("eval_seconds", pa.float64()), ("error_type", pa.string()),
             ("error_message", pa.string()), ("exitcode", pa.int32()), ("signal", pa.string()),
+            ("outputs", pa.string()), ("feedback", pa.string()), ("artifacts", pa.string()),
         ]
         fields += [(score_column(n), pa.float64()) for n in self.objectives]
         self.schema = pa.schema(fields)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import tempfile
 import time
 from collections.abc import Sequence
@@ -71,11 +73,13 @@ def raises_with_outputs(candidate: Candidate, context: EvaluationContext) -> flo
 
 
 def big_outputs(candidate: Candidate, context: EvaluationContext) -> Evaluation:
-    """Outputs of ``params.bytes`` characters (and feedback of ``params.feedback_bytes``)."""
+    """Outputs of ``params.bytes`` characters (and feedback of ``params.feedback_bytes``, and
+    ``params.extra_scores`` scores besides the objective)."""
     size = int(candidate.params["bytes"])
     feedback_size = int(candidate.params.get("feedback_bytes", 0))
+    extra = {f"example_{i}": 1.0 for i in range(int(candidate.params.get("extra_scores", 0)))}
     return Evaluation(
-        scores={"f": float(size)},
+        scores={"f": float(size), **extra},
         outputs={"text": "x" * size},
         feedback=("y" * feedback_size) if feedback_size else "short",
     )
@@ -119,3 +123,13 @@ def sized_outputs(candidate: Candidate, context: EvaluationContext) -> Evaluatio
     """Outputs whose compact JSON is exactly ``params.bytes`` bytes (the benchmark's candidate)."""
     size = int(candidate.params["bytes"])
     return Evaluation(scores={"f": 1.0}, outputs="z" * (size - 2))  # the two quotes count
+
+
+def attach_then_die(candidate: Candidate, context: EvaluationContext) -> float:
+    """Attaches a trace, then its pool child dies (``kill``) or ignores the soft limit (``hang``)."""
+    context.attach(outputs={"trace": ["loaded", candidate.id]}, feedback="died after loading")
+    if candidate.params.get("mode") == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)  # blocked in C code: only the hard limit ends it
+    time.sleep(60)
+    return 0.0

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+from billiard.exceptions import SoftTimeLimitExceeded
 from fsspec.core import url_to_fs
 
 from workers.contract import ArtifactRef, EvaluationResult
@@ -184,6 +185,8 @@ class ArtifactStore:
                             out.write(chunk)
                             digest.update(chunk)
                             size += len(chunk)
+        except SoftTimeLimitExceeded:  # the evaluation's time is up: not the store's fault
+            raise
         except Exception as exc:
             raise ArtifactStoreError(
                 f"artifact store {self.url} could not store {name!r}: {type(exc).__name__}: {exc}"

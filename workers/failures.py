@@ -150,6 +150,7 @@ def settle_lost_task(request: Request, exc: BaseException, *, hard_timeout: bool
     done = ledger.recorded_ids(c.id for c in candidates)
     unfinished = [c for c in candidates if c.id not in done]
     attempts = ledger.attempts(c.id for c in unfinished)
+    attached = ledger.attached(c.id for c in unfinished)  # outputs noted before the child died
     losses = int(request.request_dict.get(LOSSES_HEADER) or 0) + 1
     resend: list[Candidate] = []
     # A closed generation (deadline, cancel) re-runs nothing; the closer records the rest.
@@ -166,6 +167,7 @@ def settle_lost_task(request: Request, exc: BaseException, *, hard_timeout: bool
             error.message = f"hard time limit ({header.time_limit:g}s) exceeded"
         ledger.record(
             EvaluationResult(
+                **attached.get(candidate.id, {}),
                 generation_id=generation_id,
                 candidate_id=candidate.id,
                 status=Status.timeout if hard_timeout else Status.crashed,

@@ -65,6 +65,12 @@ class GenerationKeys:
         """JSON: the generation's summary, written when it ends."""
         return f"{self.prefix}:summary"
 
+    @property
+    def attached(self) -> str:
+        """Hash: candidate id -> outputs/feedback its evaluator attached so far (JSON), for a
+        result recorded by the worker's main process after the pool child died."""
+        return f"{self.prefix}:attached"
+
     def all(self) -> list[str]:
         """Every key of the generation, for expiry and deletion."""
         return [
@@ -75,4 +81,5 @@ class GenerationKeys:
             self.stream,
             self.attempts,
             self.summary,
+            self.attached,
         ]

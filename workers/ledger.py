@@ -22,7 +22,8 @@ from workers.contract import (
 from workers.keys import GENERATIONS_INDEX, GenerationKeys
 
 # One atomic step: only the first result for a candidate is stored, streamed and counted.
-# A large result is streamed by candidate id ('c'), so Redis holds its JSON once.
+# A large result is streamed by candidate id ('c'), so Redis holds its JSON once; what its
+# evaluator attached on the way is dropped (the result has it).
 _RECORD_SCRIPT = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   if ARGV[5] == 'r' then
@@ -33,6 +34,7 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[3], 'recorded', 1)
   redis.call('HINCRBY', KEYS[3], 'n_' .. ARGV[3], 1)
   redis.call('HINCRBY', KEYS[3], 'r_' .. ARGV[4], 1)
+  redis.call('HDEL', KEYS[4], ARGV[1])
   return 1
 end
 return 0
@@ -222,7 +224,7 @@ class Ledger:
         field = "r" if len(payload) <= STREAM_INLINE_BYTES else "c"
         return bool(
             self._record(
-                keys=[self.keys.results, self.keys.stream, self.keys.state],
+                keys=[self.keys.results, self.keys.stream, self.keys.state, self.keys.attached],
                 args=[result.candidate_id, payload, result.status.value, result.priority.value,
                       field],
             )
@@ -276,6 +278,16 @@ class Ledger:
                 pipe.hexists(self.keys.results, cid)
             flags = pipe.execute()
         return {cid for cid, flag in zip(ids, flags, strict=True) if flag}
+
+    def note_attached(self, candidate_id: str, fields: dict[str, Any]) -> None:
+        """Keep what an evaluator attached so far, for a pool child that dies before it records."""
+        self.client.hset(self.keys.attached, candidate_id, json.dumps(fields))
+
+    def attached(self, candidate_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """What these candidates' evaluators attached before their pool child died."""
+        ids = list(candidate_ids)
+        values = self.client.hmget(self.keys.attached, ids) if ids else []
+        return {cid: json.loads(v) for cid, v in zip(ids, values, strict=True) if v is not None}
 
     def result(self, candidate_id: str) -> EvaluationResult | None:
         raw = self.client.hget(self.keys.results, candidate_id)

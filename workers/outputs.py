@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.artifacts import ArtifactStore, ArtifactStoreError
-from workers.contract import ArtifactRef, json_problem
+from workers.artifacts import ArtifactStore, ArtifactStoreError, read_ref
+from workers.contract import ArtifactRef, EvaluationResult, json_problem
 from workers.evaluators import Evaluation
 
 EVALUATION_KEYS = frozenset({"scores", "outputs", "feedback", "artifacts"})
@@ -17,31 +17,42 @@ OUTPUTS_ARTIFACT = "outputs.json"
 FEEDBACK_ARTIFACT = "feedback.txt"
 ARTIFACT_MARKER = "$artifact"  # outputs == {"$artifact": "outputs.json"}: they were stored there
 FEEDBACK_NOTE = "\n[feedback truncated: the full text is artifact feedback.txt]"
-MAX_ARTIFACTS = 256  # per result: their references are kept inline
+MAX_ARTIFACTS = 64  # per result: their references (~300 B each) are kept inline
 
 
 def is_scores_like(value: Any) -> bool:
     return isinstance(value, Mapping) or (hasattr(value, "__float__") and not isinstance(value, bool))
 
 
-def unpack(value: Any) -> Evaluation:
+def unpack(value: Any, attached: Evaluation | None = None) -> Evaluation:
     """An evaluator's return value as an Evaluation: an Evaluation itself, a mapping with a
-    ``scores`` key (a mapping or a number) and only Evaluation keys, or plain scores."""
+    ``scores`` key (a mapping or a number) and only Evaluation keys, or plain scores; added to
+    what it ``attached`` to its context, field by field."""
     if isinstance(value, Evaluation):
-        return value
-    if (
+        returned = value
+    elif (
         isinstance(value, Mapping)
         and "scores" in value
         and set(value) <= EVALUATION_KEYS
         and is_scores_like(value["scores"])
     ):
-        return Evaluation(
+        returned = Evaluation(
             scores=value["scores"],
             outputs=value.get("outputs"),
             feedback=value.get("feedback"),
             artifacts=value.get("artifacts") or {},
         )
-    return Evaluation(scores=value)
+    else:
+        returned = Evaluation(scores=value)
+    if attached is None:
+        return returned
+    return Evaluation(
+        scores=returned.scores,
+        outputs=attached.outputs if returned.outputs is None else returned.outputs,
+        feedback=attached.feedback if returned.feedback is None else returned.feedback,
+        artifacts={**attached.artifacts, **(returned.artifacts or {})}
+        if isinstance(returned.artifacts, Mapping) else returned.artifacts,
+    )
 
 
 def from_exception(exc: BaseException, attached: Evaluation | None) -> Evaluation | None:
@@ -154,19 +165,26 @@ class Keeper:
         return kept
 
     def _inline(self, outputs: Any, feedback: str | None, pending: dict[str, Any]) -> tuple[Any, str | None]:
-        """The inline outputs and feedback; what does not fit goes to ``pending``."""
+        """The inline outputs and feedback; what does not fit goes to ``pending``, the larger
+        of the two first."""
         outputs_size = 0 if outputs is None else json_size(outputs)
         feedback_size = len(feedback.encode()) if feedback else 0
         if outputs_size + feedback_size <= self.inline_limit:
             return outputs, feedback
-        if outputs is not None:
+        if outputs is not None and outputs_size >= feedback_size:
             pending[OUTPUTS_ARTIFACT] = json.dumps(outputs, ensure_ascii=False).encode()
             outputs = {ARTIFACT_MARKER: OUTPUTS_ARTIFACT}
             outputs_size = json_size(outputs)
         if feedback and outputs_size + feedback_size > self.inline_limit:
             pending[FEEDBACK_ARTIFACT] = feedback
-            room = max(0, (self.inline_limit - outputs_size) // 2 - len(FEEDBACK_NOTE))
+            room = max(0, (self.inline_limit - min(outputs_size, self.inline_limit // 2)) // 2
+                       - len(FEEDBACK_NOTE))
             feedback = feedback.encode()[:room].decode(errors="ignore") + FEEDBACK_NOTE
+            feedback_size = len(feedback.encode())
+        if outputs is not None and OUTPUTS_ARTIFACT not in pending \
+                and outputs_size + feedback_size > self.inline_limit:
+            pending[OUTPUTS_ARTIFACT] = json.dumps(outputs, ensure_ascii=False).encode()
+            outputs = {ARTIFACT_MARKER: OUTPUTS_ARTIFACT}
         return outputs, feedback
 
     def _write(self, candidate_id: str, pending: Mapping[str, Any], kept: Kept) -> None:
@@ -194,3 +212,20 @@ class Keeper:
             kept.outputs = None
         if kept.feedback and FEEDBACK_ARTIFACT not in kept.artifacts:
             kept.feedback = kept.feedback.removesuffix(FEEDBACK_NOTE)
+
+
+def load_outputs(result: EvaluationResult, options: Mapping[str, Any] | None = None) -> Any:
+    """A result's outputs, read from artifact ``outputs.json`` when they were too large to keep
+    inline (``options``: fsspec storage options, default ``$EVOFLEET_ARTIFACT_STORE_OPTIONS``)."""
+    ref = result.artifacts.get(OUTPUTS_ARTIFACT)
+    if ref is not None and result.outputs == {ARTIFACT_MARKER: OUTPUTS_ARTIFACT}:
+        return json.loads(read_ref(ref, options))
+    return result.outputs
+
+
+def load_feedback(result: EvaluationResult, options: Mapping[str, Any] | None = None) -> str | None:
+    """A result's whole feedback, from artifact ``feedback.txt`` when it was truncated."""
+    ref = result.artifacts.get(FEEDBACK_ARTIFACT)
+    if ref is not None and result.feedback is not None and result.feedback.endswith(FEEDBACK_NOTE):
+        return read_ref(ref, options).decode()
+    return result.feedback

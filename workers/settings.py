@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "EVOFLEET_"
@@ -97,6 +97,13 @@ class WorkerSettings(StrictEnvSettings):
         description="Seconds between a worker's sweeps that delete the artifacts of generations "
         "whose Redis keys expired.",
     )
+
+    @field_validator("artifact_store")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        from workers.artifacts import as_store_url
+
+        return None if not value else as_store_url(value)
 
     @property
     def backend_url(self) -> str:

@@ -8,11 +8,12 @@ import math
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
+from redis import RedisError
 
 from workers import devices
 from workers.artifacts import ArtifactStore, ArtifactStoreError
@@ -36,7 +37,7 @@ from workers.evaluators import (
 from workers.failures import EvaluateRequest, error_info, soft_time_limit, status_of
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK
 from workers.ledger import Ledger
-from workers.outputs import Keeper, Kept, from_exception, unpack
+from workers.outputs import Keeper, Kept, from_exception, json_size, unpack
 from workers.redis_client import client_for
 from workers.retention import register_store
 from workers.summary import summarize
@@ -171,6 +172,7 @@ class ChunkRunner:
                 continue
             self.context.attempt = attempt
             self.context.attached = None
+            self.context.on_attach = partial(self._note_attached, candidate)
             started = utc_now()
             try:
                 with soft_time_limit(self.header.soft_time_limit):
@@ -180,6 +182,7 @@ class ChunkRunner:
                 self._record_failure(candidate, exc, attempt, started)
                 devices.after_failure(exc)
             finally:
+                self.context.on_attach = None
                 devices.release_memory()
 
     def _record_unloadable(
@@ -211,16 +214,21 @@ class ChunkRunner:
             return list(candidates)
         finally:
             devices.release_memory()
+        self.context.attached = None  # attach() names no candidate in a batch call: not kept
         for candidate, value in zip(candidates, all_scores, strict=True):
             self._record_value(candidate, value, 1, started)
         return []
 
     def _record_value(self, candidate: Candidate, value: Any, attempt: int, started: Any) -> None:
         """Record what the evaluator returned: scores, or an Evaluation (or its mapping)."""
-        evaluation = unpack(value)
+        evaluation = unpack(value, self.context.attached)
         kept = self._keep(candidate, evaluation)
         try:
             clean = checked_scores(evaluation.scores, self.header.objectives)
+            if len(clean) > 64 and json_size(clean) > self.keeper.inline_limit:
+                raise ValueError(f"{len(clean)} scores exceed the inline limit "
+                                 f"({self.keeper.inline_limit} bytes): give per-example scores "
+                                 "in outputs")
         except (TypeError, ValueError) as problem:
             self._record(candidate, Status.error, attempt=attempt, started=started,
                          error=error_info(problem), kept=kept)
@@ -239,6 +247,18 @@ class ChunkRunner:
             error.message = f"{error.message} (and its attachments were not kept: {kept.problem})"
         self._record(candidate, status_of(exc), attempt=attempt, started=started, error=error,
                      kept=kept)
+
+    def _note_attached(self, candidate: Candidate, evaluation: Evaluation) -> None:
+        """Record attached outputs and feedback at once: if the pool child dies, the main
+        process adds them to the ``crashed`` or ``timeout`` result."""
+        try:
+            kept = self.keeper.keep(candidate.id, Evaluation(outputs=evaluation.outputs,
+                                                             feedback=evaluation.feedback))
+            fields = kept.fields()
+            fields["artifacts"] = {name: ref.model_dump() for name, ref in kept.artifacts.items()}
+            self.ledger.note_attached(candidate.id, fields)
+        except (RedisError, OSError, TypeError, ValueError) as exc:  # never fails the evaluation
+            logger.warning("candidate %s: attached outputs not recorded yet: %s", candidate.id, exc)
 
     def _keep(self, candidate: Candidate, evaluation: Evaluation | None) -> Kept:
         """Outputs, feedback and artifacts, with the store's time bounded by the soft limit."""

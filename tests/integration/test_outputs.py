@@ -3,9 +3,14 @@ carry them exactly, for single and batch evaluation, and failed candidates keep 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from orchestration.local_cluster import LocalWorker
@@ -84,3 +89,30 @@ def test_failed_candidates_keep_what_they_attached(
     assert slow.status.value == "timeout" and slow.error is not None
     assert slow.outputs == {"trace": ["started", "step 1"]}
     assert slow.feedback == "got as far as step 1"
+
+
+@pytest.mark.slow
+def test_local_mode_writes_artifacts_beside_the_results_file(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "evaluator: tests.artifact_evaluators:one_tensor\n"
+        "objectives: {f: max}\n"
+        "candidates: [{id: a, params: {mb: 0.01}}, {id: b, params: {mb: 0.01}}]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVOFLEET_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env["COLUMNS"] = "400"  # one line per message
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestration.console", "launch", str(spec), "--out",
+         str(tmp_path / "run.parquet"), "--quiet", "--concurrency", "1"],
+        capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "run.artifacts"
+    assert f"artifacts of 2 candidate(s): {folder.as_uri()}" in done.stderr
+    rows = pq.read_table(tmp_path / "run.parquet").to_pylist()
+    for row in rows:  # the Parquet file's references point into that folder
+        ref = json.loads(row["artifacts"])["weights"]
+        stored = Path(ref["uri"].removeprefix("file://"))
+        assert stored.is_relative_to(folder) and stored.stat().st_size == ref["size"]
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == ref["sha256"]

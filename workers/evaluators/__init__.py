@@ -28,6 +28,7 @@ class EvaluationContext:
     attempt: int = 1
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("evofleet.evaluator"))
     attached: Evaluation | None = None
+    on_attach: Callable[[Evaluation], None] | None = field(default=None, repr=False)
 
     def attach(
         self,
@@ -36,9 +37,13 @@ class EvaluationContext:
         feedback: str | None = None,
         artifacts: Mapping[str, Any] | None = None,
     ) -> None:
-        """Attach outputs, feedback or artifacts as the evaluation goes: a candidate that then
-        raises or runs out of time keeps them in its ``error``/``timeout`` result. What the
-        evaluator returns (or raises with) replaces what was attached."""
+        """Attach outputs, feedback or artifacts as the evaluation goes.
+
+        What the evaluator returns (or raises with) is added to them, field by field. A
+        candidate that then raises or times out keeps them; one whose pool child dies
+        (``crashed``, or a hard time limit) keeps the outputs and feedback attached last
+        (they are recorded in Redis at once; artifacts are written only at the end).
+        """
         held = self.attached or Evaluation()
         if outputs is not None:
             held.outputs = outputs
@@ -47,6 +52,8 @@ class EvaluationContext:
         if artifacts:
             held.artifacts = {**held.artifacts, **artifacts}
         self.attached = held
+        if self.on_attach is not None:
+            self.on_attach(held)
 
 
 @dataclass
