@@ -18,10 +18,11 @@ from typing import Any
 
 from orchestration.api import launch
 from orchestration.generation import Generation
-from orchestration.integrations.fleet import fleet, result_outputs, spec_fields
+from orchestration.integrations.fleet import fleet, spec_fields
 from orchestration.settings import LaunchSettings
 from workers.contract import Candidate, EvaluationResult, GenerationSpec, Status
 from workers.evaluators.call import to_json
+from workers.outputs import load_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -350,7 +351,7 @@ class FleetExecutor(Executor):
                 continue
             if result.status is Status.ok:
                 try:
-                    future.set_result(result_outputs(result))
+                    future.set_result(load_outputs(result))
                 except Exception as exc:  # a stored return value that cannot be read back
                     future.set_exception(exc)
             elif self.on_error == RAISE:

@@ -3,7 +3,6 @@ for the optimizer's whole run (starting one per generation would cost seconds ea
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -11,9 +10,6 @@ from typing import Any
 from orchestration.api import check_broker
 from orchestration.local_cluster import local_cluster
 from orchestration.settings import LaunchSettings
-from workers.artifacts import load_artifact
-from workers.contract import EvaluationResult
-from workers.outputs import ARTIFACT_MARKER
 
 RESERVED_OPTIONS = frozenset({"id", "evaluator", "objectives", "candidates"})
 
@@ -61,11 +57,3 @@ def fleet(
     ) as local_url:
         yield local_url
 
-
-def result_outputs(result: EvaluationResult) -> Any:
-    """``result.outputs``, read back from the artifact store when they were too large to be
-    kept inline (``{"$artifact": "outputs.json"}``)."""
-    outputs = result.outputs
-    if isinstance(outputs, dict) and set(outputs) == {ARTIFACT_MARKER}:
-        return json.loads(load_artifact(result, str(outputs[ARTIFACT_MARKER])))
-    return outputs

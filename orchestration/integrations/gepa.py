@@ -14,11 +14,12 @@ from gepa.core.adapter import EvaluationBatch
 
 from orchestration.api import launch
 from orchestration.integrations.executor import EvaluationFailed, FleetExecutor
-from orchestration.integrations.fleet import fleet, result_outputs, spec_fields
+from orchestration.integrations.fleet import fleet, spec_fields
 from orchestration.settings import LaunchSettings
 from workers.contract import Candidate, EvaluationResult, GenerationSpec, Status
 from workers.evaluators.call import to_json
 from workers.evaluators.gepa_adapter import load_adapter
+from workers.outputs import load_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class FleetAdapter:
         """(output, score, trajectory, objective scores) per example of one task."""
         if result is not None and result.status is Status.ok:
             try:
-                data = result_outputs(result)
+                data = load_outputs(result)
                 trajectories = data["trajectories"] or [None] * len(examples)
                 objective = data["objective_scores"] or [None] * len(examples)
                 return list(zip(data["outputs"], data["scores"], trajectories, objective, strict=True))
