@@ -44,8 +44,9 @@ class GlossaryAdapter:
 adapter = GlossaryAdapter()
 
 
-def toy_reflection_lm(prompt: str) -> str:
+def toy_reflection_lm(prompt: str | list[dict[str, Any]]) -> str:
     """Proposes a prompt naming every fact the feedback says is missing, plus the ones kept."""
+    prompt = str(prompt)
     words = set(re.findall(r"needs '(\w+)'", prompt)) | {w for w in FACTS if f" {w}" in prompt}
     return "```\nYou know about " + ", ".join(sorted(words)) + ".\n```"
 

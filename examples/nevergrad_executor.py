@@ -19,7 +19,6 @@ def objective(x: list[float]) -> float:
 
 def main() -> None:
     import nevergrad as ng  # here, not at the top: the workers import this module for objective
-
     import numpy as np
 
     optimizer = ng.optimizers.OnePlusOne(parametrization=ng.p.Array(shape=(2,)), budget=64,

@@ -14,7 +14,7 @@ from workers.evaluators import EvaluationContext
 
 def evaluate(candidate: Candidate, context: EvaluationContext) -> float:
     """A stand-in for a training run: the loss of a learning rate and a depth."""
-    lr, depth = candidate.params["lr"], candidate.params["depth"]
+    lr, depth = float(candidate.params["lr"]), int(candidate.params["depth"])
     return (lr - 0.01) ** 2 * 1e4 + (depth - 4) ** 2
 
 
