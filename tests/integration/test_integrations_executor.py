@@ -96,6 +96,16 @@ def test_bad_input_is_a_clear_error_at_submit(executor: FleetExecutor) -> None:
         executor.map(lambda x: x, [1, 2])
 
 
+def test_a_pending_call_can_be_cancelled_and_map_times_out(cluster_url: str) -> None:
+    with FleetExecutor(cluster_url, gather_s=1.0) as ex:
+        cancelled = ex.submit(fns.square, 1.0)
+        assert cancelled.cancel()  # still gathering: never launched
+        kept = ex.submit(fns.square, 2.0)
+        assert kept.result(timeout=60) == 4.0 and cancelled.cancelled()
+        with pytest.raises(concurrent.futures.TimeoutError):
+            list(ex.map(fns.slow_echo, [1], [2.0], timeout=0.5))
+
+
 def test_shutdown_cancels_what_has_not_started(cluster_url: str) -> None:
     ex = FleetExecutor(cluster_url, generation_options={"chunk_size": 1})
     futures = [ex.submit(fns.slow_echo, i, 0.5) for i in range(12)]
