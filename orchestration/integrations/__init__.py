@@ -1,0 +1,1 @@
+"""Thin translations between optimizers' own interfaces and evofleet generations."""
