@@ -369,6 +369,9 @@ def cancel(
 from orchestration.worker_cli import register as _register_worker_commands  # noqa: E402
 
 _register_worker_commands(app)
+from orchestration.evolve_cli import register as _register_evolve_commands  # noqa: E402
+
+_register_evolve_commands(app)
 
 
 __all__ = ["app", "launcher_app"]

@@ -69,6 +69,9 @@ def progress_plot(path: Path, history: Sequence[dict[str, Any]], names: Sequence
         if points:
             xs, ys = zip(*points, strict=True)
             bottom.plot(xs, ys, "o-", ms=3, label=f"best {name}")
+    from matplotlib.ticker import MaxNLocator
+
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_xlabel("generation")
     bottom.set_ylabel("best so far")
     bottom.grid(alpha=0.3)
