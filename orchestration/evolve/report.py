@@ -124,7 +124,7 @@ def write_generation_report(path: Path, title: str, results: Sequence[Evaluation
         F = archive.add(results)
         buffer = path.with_name(f".{path.stem}-front.png")
         front_plot(buffer, title=title, names=list(objectives), generation=F, archive=np.empty((0, 2)),
-                   front=F[archive.front_index()],
+                   front=archive.front_F,
                    true_front=true_front(spec.front_name) if spec and spec.front_name else None)
         body.append("<h2>Front</h2>" + _image(buffer, "front of the generation"))
         buffer.unlink()

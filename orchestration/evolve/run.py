@@ -184,7 +184,7 @@ class Run:
                 title=f"{spec.generation_id(index)}: front {record['front_size']}",
                 names=list(spec.objectives), generation=F,
                 archive=self.archive.F[: len(self.archive.F) - len(F)],
-                front=self.archive.F[self.archive.front_index()],
+                front=self.archive.front_F,
                 true_front=true_front(spec.front_name) if spec.front_name else None,
             )
         if self.on_generation is not None:
