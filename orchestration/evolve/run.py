@@ -24,6 +24,7 @@ from orchestration.evolve.store import RunStore
 from orchestration.generation import Generation
 from orchestration.integrations.pymoo import WAIT_SLACK_S, Fleet, candidate_id, in_row_order
 from orchestration.settings import LaunchSettings
+from orchestration.submit import AutoChunk
 from workers.contract import EvaluationResult
 from workers.ledger import Ledger
 from workers.redis_client import connect
@@ -54,6 +55,9 @@ class Run:
         self.index = 0  # the generation being evaluated (or replayed)
         self.current: Generation | None = None
         self.replayed = 0
+        # chunk_size auto learns anew in each generation, starting from chunks of one; the run
+        # carries what earlier generations measured, so cheap candidates travel in chunks at once.
+        self._auto_chunk = AutoChunk()
         self._optimizer: Optimizer | None = None
         self._status: str | None = None
         self._error: BaseException | None = None
@@ -155,7 +159,10 @@ class Run:
             generation = attach(generation_id, broker_url=url, settings=self.fleet.settings)
         else:
             candidates = [{"id": candidate_id(i), "params": p} for i, p in enumerate(params)]
-            generation = self.fleet.launch(spec.generation_fields(index), candidates)
+            fields = spec.generation_fields(index)
+            if fields["chunk_size"] == "auto" and self._auto_chunk.seen:
+                fields["chunk_size"] = self._auto_chunk.size(len(candidates))
+            generation = self.fleet.launch(fields, candidates)
         self.current = generation
         try:
             status = generation.wait(spec.deadline + WAIT_SLACK_S)
@@ -164,6 +171,8 @@ class Run:
         if status == "cancelled" and self._cancel.is_set():
             return None
         results = in_row_order(generation.results(), len(params))
+        for result in results:
+            self._auto_chunk.observe(result.eval_seconds)
         # The params echo makes each Parquet file self-contained (and checks an attached one).
         _check_replay(generation_id, params,
                       [r for r in results if r.params is not None])
