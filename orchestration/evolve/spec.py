@@ -112,6 +112,8 @@ class RunSpec(BaseModel):
                 )
             if not all(math.isfinite(v) for v in self.reference_point):
                 raise ValueError("reference_point must be finite numbers")
+        if self.true_front is not None and n_obj != 2:
+            raise ValueError(f"true_front {self.true_front} has 2 objectives, the spec {n_obj}")
         if self.is_pymoo:
             if self.search_space is None and self.initial_population is None:
                 raise ValueError(f"algorithm {self.algorithm} needs a search_space or an initial_population")
@@ -134,7 +136,8 @@ class RunSpec(BaseModel):
         """The ZDT problem whose true front is known, if any."""
         if self.true_front is not None:
             return self.true_front
-        return self.evaluator if self.evaluator in ZDT_FRONTS else None
+        known = self.evaluator in ZDT_FRONTS and len(self.objectives) == 2
+        return self.evaluator if known else None
 
     def generation_id(self, index: int) -> str:
         return f"{self.id}-g{index:04d}"

@@ -107,3 +107,23 @@ def test_a_users_module_class_drives_the_run(redis_url: str, session_worker: Loc
     assert [r["counts"]["ok"] for r in run.history] == [10, 10]
     assert run.population() is None
     assert all(max(p["params"]["x"]) <= 0.5 for p in run.front())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("algorithm", "objectives"),
+    [("nsga3", {"f1": "min", "f2": "min"}), ("moead", {"f1": "min", "f2": "min"}), ("ga", {"f2": "min"})],
+)
+def test_nsga3_moead_and_ga_run_through_ask_and_tell(
+    algorithm: str, objectives: dict[str, str], redis_url: str, session_worker: LocalWorker, tmp_path: Path
+) -> None:
+    spec = zdt1_run(3, 12, algorithm=algorithm, objectives=objectives, evaluator="zdt1",
+                    reference_point=[1.1] * len(objectives), chunk_size=4,
+                    true_front="zdt1" if len(objectives) == 2 else None)
+    run = evolve(spec, broker_url=redis_url, output=tmp_path / "run")
+    assert run.wait(120) == "complete"
+    assert [sum(r["counts"].values()) for r in run.history] == [12, 12, 12]
+    population = run.population()
+    assert population is not None and population["F"].shape == (12, len(objectives))
+    best = run.history[-1]["best"]["f2"]
+    assert best is not None and best <= run.history[0]["best"]["f2"]
