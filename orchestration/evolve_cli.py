@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 EXIT_COMPLETE, EXIT_INVALID, EXIT_INTERRUPTED = 0, 2, 130
@@ -18,7 +19,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = EXIT_INVALID) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, whatever the width
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # one line, whatever the width
     return typer.Exit(code)
 
 

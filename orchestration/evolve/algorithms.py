@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Sequence
 from math import comb
 from typing import Any, Protocol
@@ -35,6 +36,25 @@ def reference_directions(n_obj: int, pop_size: int) -> np.ndarray:
     return np.asarray(get_reference_directions("das-dennis", n_obj, n_partitions=partitions))
 
 
+def _accepted(cls: type) -> set[str]:
+    """Keyword names the constructors along ``cls``'s MRO take (pymoo passes **kwargs upwards
+    and drops what nobody takes, so a misspelled option would be ignored silently)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            names |= {p.name for p in inspect.signature(init).parameters.values()
+                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names - {"self"}
+
+
+def _check_options(spec: RunSpec, cls: type) -> None:
+    unknown = sorted(set(spec.algorithm_options) - _accepted(cls))
+    if unknown:
+        raise SpecError(f"algorithm_options for {spec.algorithm}: unknown option {unknown[0]!r} "
+                        f"(known: {', '.join(sorted(_accepted(cls)))})")
+
+
 def _pymoo_algorithm(spec: RunSpec, sampling: np.ndarray | None) -> Any:
     options = dict(spec.algorithm_options)
     if sampling is not None:
@@ -43,19 +63,23 @@ def _pymoo_algorithm(spec: RunSpec, sampling: np.ndarray | None) -> Any:
     if spec.algorithm == "nsga2":
         from pymoo.algorithms.moo.nsga2 import NSGA2
 
+        _check_options(spec, NSGA2)
         return NSGA2(pop_size=spec.population_size, **options)
     if spec.algorithm == "nsga3":
         from pymoo.algorithms.moo.nsga3 import NSGA3
 
+        _check_options(spec, NSGA3)
         return NSGA3(reference_directions(n_obj, spec.population_size),
                      pop_size=spec.population_size, **options)
     if spec.algorithm == "moead":
         # pymoo's sequential MOEAD asks one offspring at a time; ParallelMOEAD asks a population.
         from pymoo.algorithms.moo.moead import ParallelMOEAD
 
+        _check_options(spec, ParallelMOEAD)
         return ParallelMOEAD(reference_directions(n_obj, spec.population_size), **options)
     from pymoo.algorithms.soo.nonconvex.ga import GA
 
+    _check_options(spec, GA)
     return GA(pop_size=spec.population_size, **options)
 
 
