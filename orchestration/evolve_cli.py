@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-EXIT_COMPLETE, EXIT_INVALID, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_COMPLETE, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXTRA_HINT = "pip install 'evofleet[evolve]' (pymoo and matplotlib)"
 _GENERATION_ID = re.compile(r"^(?P<run>[A-Za-z0-9._-]+)-g\d{4,}$")
 err = Console(stderr=True)
@@ -118,9 +119,13 @@ def register(app: typer.Typer) -> None:
             status = run.wait()
         except KeyboardInterrupt:
             run.cancel()
-            run.wait(60)
+            with contextlib.suppress(Exception):  # the loop's own error changes nothing here
+                run.wait(60)
             err.print(f"interrupted; continue with `evofleet evolve --resume {run.store.root}`")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:  # the loop's error, e.g. a ResumeMismatch or a lost broker
+            raise _fail(f"run {run.spec.id} stopped: {type(exc).__name__}: {exc}; fix it and "
+                        f"continue with `evofleet evolve --resume {run.store.root}`", EXIT_FAILED) from None
         last = run.history[-1] if run.history else {}
         err.print(f"run {run.spec.id} {status}: {len(run.history)} generations recorded here, front "
                   f"{last.get('front_size')}, hypervolume {last.get('hypervolume')}, IGD {last.get('igd')}")

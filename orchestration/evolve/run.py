@@ -232,8 +232,24 @@ def evolve(
         spec = run_spec
     store = RunStore(output or spec.output or Path("runs") / spec.id)
     build_optimizer(spec)  # bad algorithm options fail here, before anything is created
+    fleet = Fleet(broker_url, settings)
+    if fleet.broker_url is not None:
+        _refuse_used_id(fleet.broker_url, spec)
     store.create(spec)
-    return Run(spec, store, Fleet(broker_url, settings), on_generation).start()
+    return Run(spec, store, fleet, on_generation).start()
+
+
+def _refuse_used_id(url: str, spec: RunSpec) -> None:
+    """A new run whose first generation id is taken in this Redis would fail at its first launch."""
+    client = connect(url)
+    try:
+        if Ledger(client, spec.generation_id(0)).exists():
+            raise FileExistsError(
+                f"generation {spec.generation_id(0)} already exists in Redis: give the run another "
+                "id, or continue it with --resume"
+            )
+    finally:
+        client.close()
 
 
 def resume(

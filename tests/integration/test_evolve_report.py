@@ -107,3 +107,22 @@ def test_a_bad_run_spec_exits_2_in_one_line_with_nothing_submitted(
     client = redis.Redis.from_url(redis_url)
     assert not client.keys(f"*{spec['id']}*")
     client.close()
+
+
+def test_a_run_id_already_used_in_redis_exits_2(redis_url: str, tmp_path: Path) -> None:
+    from orchestration.spec_loading import spec_from_dict
+    from workers.ledger import Ledger
+
+    spec = yaml.safe_load(EXAMPLE.read_text())
+    spec["id"] = unique_id("used")
+    client = redis.Redis.from_url(redis_url)
+    Ledger(client, f"{spec['id']}-g0000").create(
+        spec_from_dict({"id": f"{spec['id']}-g0000", "evaluator": "zdt1",
+                        "objectives": {"f1": "min"}, "candidates": [{"id": "a"}]}), None)
+    client.close()
+    spec_path = tmp_path / "run.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(app, ["evolve", str(spec_path), "--out", str(tmp_path / "out"),
+                                      "--broker", redis_url])
+    assert result.exit_code == 2 and "already exists in Redis" in result.output, result.output
+    assert not (tmp_path / "out").exists()
