@@ -127,3 +127,16 @@ def test_nsga3_moead_and_ga_run_through_ask_and_tell(
     assert population is not None and population["F"].shape == (12, len(objectives))
     best = run.history[-1]["best"]["f2"]
     assert best is not None and best <= run.history[0]["best"]["f2"]
+
+
+@pytest.mark.slow
+def test_local_mode_keeps_one_cluster_for_the_whole_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EVOFLEET_BROKER_URL", raising=False)
+    urls: list[str] = []
+    spec = zdt1_run(3, 10, evaluator="zdt1")
+    run = evolve(spec, output=tmp_path / "run", on_generation=lambda record: urls.append(run.fleet.url))
+    assert run.wait(180) == "complete"
+    assert len(urls) == 3 and len(set(urls)) == 1
+    assert run.fleet._local_url is None  # stopped at the end of the run
