@@ -80,3 +80,12 @@ def test_results_in_any_order_map_back_to_rows_and_failures_follow_the_rule() ->
         in_row_order(arrived[:2], 3)
     with pytest.raises(ValueError, match="penalty"):
         Translation(["loss"], failure="drop")  # type: ignore[arg-type]
+
+
+def test_nan_failures_need_pymoos_replacement_value() -> None:
+    runner = FleetRunner(EVALUATOR, ["f1", "f2"], failure="nan", broker_url="redis://127.0.0.1:1/0")
+    problem = FleetZDT1(runner)
+    with pytest.raises(ValueError, match="replace_nan_values_by"):
+        problem.evaluate(np.zeros((2, N_VAR)))  # refused before anything is submitted
+    with pytest.raises(ValueError, match="every row"):
+        FleetRunner(EVALUATOR, ["f1", "f2"], failure="exclude")  # type: ignore[arg-type]
