@@ -58,6 +58,7 @@ class Run:
         # chunk_size auto learns anew in each generation, starting from chunks of one; the run
         # carries what earlier generations measured, so cheap candidates travel in chunks at once.
         self._auto_chunk = AutoChunk()
+        self._first_launch = True
         self._optimizer: Optimizer | None = None
         self._status: str | None = None
         self._error: BaseException | None = None
@@ -150,11 +151,14 @@ class Run:
         spec = self.spec
         generation_id = spec.generation_id(index)
         url = self.fleet.url
-        client = connect(url)
-        try:
-            exists = Ledger(client, generation_id).exists()
-        finally:
-            client.close()
+        exists = False
+        if self._first_launch:  # only the first one this process launches can predate it
+            self._first_launch = False
+            client = connect(url)
+            try:
+                exists = Ledger(client, generation_id).exists()
+            finally:
+                client.close()
         if exists:  # launched before the launcher died: collect it, do not submit it again
             generation = attach(generation_id, broker_url=url, settings=self.fleet.settings)
         else:
