@@ -71,13 +71,13 @@ def register(app: typer.Typer) -> None:
     @app.command("evolve")
     def evolve_command(
         spec_path: Annotated[Path | None, typer.Argument(
-            metavar="[RUN_SPEC]", help="Run spec, YAML or JSON (see README, 'Multi-generation runs').",
+            metavar="RUN_SPEC", help="Run spec, YAML or JSON (see README, 'Multi-generation runs').",
             show_default=False)] = None,
         resume_run: Annotated[str | None, typer.Option(
             "--resume", metavar="RUN", help="Continue a run from its last complete generation: its "
             "output directory, or its id under runs/.", show_default=False)] = None,
         out: Annotated[Path | None, typer.Option(
-            "--out", "-o", help="Output directory [default: the spec's output, else runs/ID].",
+            "--out", "-o", help="Output directory (default: the spec's output, else runs/ID).",
             show_default=False)] = None,
         broker: Annotated[str | None, typer.Option(
             "--broker", help="Redis URL of a deployment; default $EVOFLEET_BROKER_URL, else one "
@@ -90,10 +90,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a whole optimization: each generation is an evofleet generation RUN-g0000, RUN-g0001...
 
-        The algorithm (pymoo's NSGA-II by default) asks for candidates, the fleet evaluates them, the
-        results are told back. After every generation its results (Parquet), the history and a
-        checkpoint go to the output directory; --resume continues after a crash of this process.
-        """
+        The algorithm (pymoo's NSGA-II by default) asks for candidates, the fleet evaluates them, the results are told back. After every generation its results (Parquet), the history and a checkpoint go to the output directory; --resume continues after a crash of this process. Needs the evolve extra (pymoo, matplotlib).
+        """  # noqa: E501 (typer keeps a docstring's line breaks: one line per paragraph)
         _require_extra("evolve")
         from orchestration.cli import _settings
         from orchestration.evolve.run import evolve, resume
