@@ -126,3 +126,18 @@ def test_a_run_id_already_used_in_redis_exits_2(redis_url: str, tmp_path: Path) 
                                       "--broker", redis_url])
     assert result.exit_code == 2 and "already exists in Redis" in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_report_of_a_generation_in_redis(redis_url: str, session_worker: LocalWorker, tmp_path: Path) -> None:
+    from tests.conftest import make_spec, run_spec
+
+    spec = make_spec([{"id": f"c{i}", "params": {"x": [i / 10, 0.5, 0.5]}} for i in range(10)])
+    run_spec(spec, redis_url)
+    page = tmp_path / "gen.html"
+    result = CliRunner().invoke(app, ["report", spec.id, "--broker", redis_url, "--out", str(page)])
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    assert html.count("data:image/png;base64,") == 1 and html.count("<td>ok</td>") == 10
+    missing = CliRunner().invoke(app, ["report", "no-such-gen", "--broker", redis_url])
+    assert missing.exit_code == 2 and "no generation 'no-such-gen'" in missing.output
