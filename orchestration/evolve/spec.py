@@ -8,9 +8,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestration.spec_loading import SpecError, _describe, _read_document, spec_from_dict
+from orchestration.spec_loading import SpecError, spec_from_dict
 from workers.contract import Direction
 
 PYMOO_ALGORITHMS = ("nsga2", "nsga3", "moead", "ga")
@@ -155,7 +156,7 @@ def run_spec_from_dict(data: dict[str, Any], *, source: str = "<run spec>", base
     try:
         spec = RunSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_describe(exc, data, source).replace("invalid spec", "invalid run spec")) from None
+        raise SpecError(f"{source}: invalid run spec: {_describe(exc)}") from None
     if spec.initial_population is not None and base is not None:
         path = (base / spec.initial_population).resolve()
         if not path.is_file():
@@ -192,3 +193,26 @@ def read_initial_population(path: str | Path) -> list[list[float]]:
     if not rows or len({len(r) for r in rows}) != 1:
         raise SpecError(f"{path}: needs at least one row, all of the same length")
     return rows
+
+
+def _read_document(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise SpecError(f"{path}: malformed {kind}: {' '.join(str(exc).split())}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """pydantic's errors in one line: "field 'a.b': message; ..." (the first three)."""
+    problems = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"field '{where}': {message}" if where else message)
+    more = len(exc.errors()) - 3
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
