@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,3 +93,12 @@ def test_nan_failures_need_pymoos_replacement_value() -> None:
         problem.evaluate(np.zeros((2, N_VAR)))  # refused before anything is submitted
     with pytest.raises(ValueError, match="every row"):
         FleetRunner(EVALUATOR, ["f1", "f2"], failure="exclude")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_the_runnable_example_runs(redis_url: str, session_worker: LocalWorker) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "pymoo_on_the_fleet.py"
+    done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "EVOFLEET_BROKER_URL": redis_url})
+    assert done.returncode == 0, done.stderr
+    assert "elementwise runner: " in done.stdout and "ask/tell minimize: " in done.stdout
