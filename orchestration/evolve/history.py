@@ -73,6 +73,14 @@ class Archive:
         ]
 
 
+def _best_of(spec: RunSpec, results: Sequence[EvaluationResult]) -> dict[str, float | None]:
+    """The best ``ok`` value per objective within one generation."""
+    ok = [r for r in results if r.status == Status.ok]
+    pick = {"min": min, "max": max}
+    return {name: (pick[direction](r.scores[name] for r in ok) if ok else None)
+            for name, direction in spec.objectives.items()}
+
+
 def generation_record(spec: RunSpec, index: int, results: Sequence[EvaluationResult],
                       archive: Archive, elapsed_s: float) -> dict[str, Any]:
     """The history line of generation ``index`` (after its results joined the archive)."""
@@ -83,6 +91,7 @@ def generation_record(spec: RunSpec, index: int, results: Sequence[EvaluationRes
         "id": spec.generation_id(index),
         "counts": {s.value: counts.get(s.value, 0) for s in Status},
         "best": archive.best_scores(),
+        "generation_best": _best_of(spec, results),
         "front_size": len(front),
         "hypervolume": None,
         "igd": None,

@@ -137,7 +137,7 @@ class RunSpec(BaseModel):
         """The ZDT problem whose true front is known, if any."""
         if self.true_front is not None:
             return self.true_front
-        known = self.evaluator in ZDT_FRONTS and len(self.objectives) == 2
+        known = self.evaluator in ZDT_FRONTS and self.objectives == {"f1": "min", "f2": "min"}
         return self.evaluator if known else None
 
     def generation_id(self, index: int) -> str:

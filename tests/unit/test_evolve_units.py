@@ -81,3 +81,22 @@ def test_evolve_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch, tmp_
     outcome = CliRunner().invoke(app, ["evolve", str(spec)])
     assert outcome.exit_code == 2
     assert "pip install 'evofleet[evolve]'" in outcome.output and "pymoo" in outcome.output
+
+
+def test_history_record_has_generation_and_running_bests() -> None:
+    from orchestration.evolve.history import generation_record
+
+    spec = RunSpec.model_validate({**BASE, "objectives": {"f1": "min", "f2": "max"},
+                                   "reference_point": [2.0, 0.0]})
+    archive = Archive(spec.objectives)
+    first = [result("a", Status.ok, {"f1": 1.0, "f2": 1.0}, [0.0]), result("b", Status.crashed, {}, [0.0])]
+    archive.add(first)
+    generation_record(spec, 0, first, archive, 0.1)
+    second = [result("c", Status.ok, {"f1": 1.5, "f2": 0.5}, [0.0])]
+    archive.add(second)
+    record = generation_record(spec, 1, second, archive, 0.1)
+    assert record["generation_best"] == {"f1": 1.5, "f2": 0.5}
+    assert record["best"] == {"f1": 1.0, "f2": 1.0}
+    assert record["counts"]["ok"] == 1 and record["front_size"] == 1
+    assert record["hypervolume"] == pytest.approx((2.0 - 1.0) * (1.0 - 0.0))  # f2 maximised
+    assert record["igd"] is None  # zdt1's known front is for f1 and f2 both minimised
