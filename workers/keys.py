@@ -10,6 +10,7 @@ EVALUATE_TASK = "evofleet.evaluate"
 FINALIZE_TASK = "evofleet.finalize_generation"
 GENERATIONS_INDEX = "evofleet:generations"
 WORKER_SLOTS = "evofleet:workers:{hostname}:slots"
+RUN_CHECKPOINT = "evofleet:run:{run_id}:checkpoint"  # JSON: an evolve run's progress, where its files are
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ Resuming needs no pickle: a freshly seeded algorithm is told the recorded genera
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 
 from orchestration.api import attach
 from orchestration.evolve.algorithms import Optimizer, build_optimizer
@@ -26,6 +29,7 @@ from orchestration.integrations.pymoo import WAIT_SLACK_S, Fleet, candidate_id, 
 from orchestration.settings import LaunchSettings
 from orchestration.submit import AutoChunk
 from workers.contract import EvaluationResult
+from workers.keys import RUN_CHECKPOINT
 from workers.ledger import Ledger
 from workers.redis_client import connect
 
@@ -183,6 +187,22 @@ class Run:
         return [r if r.params is not None else r.model_copy(update={"params": dict(p)})
                 for r, p in zip(results, params, strict=True)]
 
+    def _mirror_checkpoint(self, completed: int) -> None:
+        """Against a deployment, Redis also says how far the run got and where its files are
+        (the files are the checkpoint: ``--resume`` replays them; nothing else is needed)."""
+        if self.fleet.broker_url is None:
+            return
+        mirror = {"completed": completed, "generations": self.spec.generations,
+                  "output": str(self.store.root.resolve()), "host": socket.gethostname(),
+                  "updated_at": time.time()}
+        client = connect(self.fleet.broker_url)
+        try:
+            client.set(checkpoint_key(self.spec.id), json.dumps(mirror), ex=self.fleet.settings.retention_s)
+        except redis.RedisError as exc:  # the files are what counts; Redis only mirrors them
+            logger.warning("run %s: checkpoint not mirrored to Redis: %s", self.spec.id, exc)
+        finally:
+            client.close()
+
     def _record(self, index: int, results: Sequence[EvaluationResult], F: np.ndarray,
                 elapsed_s: float) -> None:
         spec, store = self.spec, self.store
@@ -190,6 +210,7 @@ class Run:
         store.append_history(record)
         self.history.append(record)
         store.write_checkpoint(index + 1)
+        self._mirror_checkpoint(index + 1)
         last = index == spec.generations - 1
         if len(spec.objectives) >= 2 and (last or (spec.plot_every and index % spec.plot_every == 0)):
             front_plot(
@@ -204,6 +225,10 @@ class Run:
             self.on_generation(record)
 
 
+def checkpoint_key(run_id: str) -> str:
+    return RUN_CHECKPOINT.format(run_id=run_id)
+
+
 def _check_replay(generation_id: str, params: Sequence[dict[str, Any]],
                   results: Sequence[EvaluationResult]) -> None:
     by_id = {candidate_id(i): p for i, p in enumerate(params)}
@@ -213,6 +238,21 @@ def _check_replay(generation_id: str, params: Sequence[dict[str, Any]],
                 f"{generation_id}: the algorithm asked for other candidates than were evaluated "
                 f"({result.candidate_id}); was the spec, the seed or pymoo changed since?"
             )
+
+
+def _where_in_redis(url: str, run_id: str) -> str:
+    client = connect(url)
+    try:
+        mirror = client.get(checkpoint_key(run_id))
+    except redis.RedisError:
+        return ""
+    finally:
+        client.close()
+    if not mirror:
+        return ""
+    found = json.loads(mirror)
+    return (f"; Redis says run {run_id} ({found['completed']} of {found['generations']} generations) "
+            f"has its files at {found['host']}:{found['output']}: resume there, or copy that directory")
 
 
 def evolve(
@@ -269,5 +309,7 @@ def resume(
         root = Path("runs") / str(run)
     store = RunStore(root)
     if not store.spec_path.exists():
-        raise FileNotFoundError(f"no run at {root} (a run directory holds run.json)")
+        url = broker_url or (settings or LaunchSettings()).broker_url
+        raise FileNotFoundError(f"no run at {root} (a run directory holds run.json)"
+                                + (_where_in_redis(url, str(run)) if url else ""))
     return Run(store.read_spec(), store, Fleet(broker_url, settings), on_generation).start()

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.optimize import minimize as pymoo_minimize
 from pymoo.problems import get_problem
 
-from orchestration.evolve import evolve
+from orchestration.evolve import evolve, resume
+from orchestration.evolve.run import checkpoint_key
 from orchestration.evolve.store import RunStore
 from orchestration.local_cluster import LocalWorker
 from tests.conftest import unique_id
@@ -107,6 +110,13 @@ def test_a_users_module_class_drives_the_run(redis_url: str, session_worker: Loc
     assert [r["counts"]["ok"] for r in run.history] == [10, 10]
     assert run.population() is None
     assert all(max(p["params"]["x"]) <= 0.5 for p in run.front())
+    # Redis mirrors the checkpoint and says where the files are, for a resume elsewhere.
+    client = redis.Redis.from_url(redis_url)
+    mirror = json.loads(client.get(checkpoint_key(spec["id"])) or "{}")
+    client.close()
+    assert mirror["completed"] == 2 and mirror["output"] == str((tmp_path / "run").resolve())
+    with pytest.raises(FileNotFoundError, match=f"has its files at .*:{tmp_path / 'run'}"):
+        resume(spec["id"], broker_url=redis_url)
 
 
 @pytest.mark.slow
