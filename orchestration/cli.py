@@ -420,5 +420,9 @@ from orchestration.cleanup_cli import register as _register_cleanup  # noqa: E40
 
 _register_cleanup(app)
 
+from orchestration.evolve_cli import register as _register_evolve_commands  # noqa: E402
+
+_register_evolve_commands(app)
+
 
 __all__ = ["app", "launcher_app"]

@@ -14,6 +14,7 @@ WORKER_SLOTS = "evofleet:workers:{hostname}:slots"
 # artifacts are, so they can be deleted once its keys have expired.
 ARTIFACT_STORES = "evofleet:artifact-stores"
 ARTIFACT_SWEEP_LOCK = "evofleet:artifact-sweep"  # one worker sweeps per interval
+RUN_CHECKPOINT = "evofleet:run:{run_id}:checkpoint"  # JSON: an evolve run's progress, where its files are
 
 
 @dataclass(frozen=True)
