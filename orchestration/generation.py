@@ -28,7 +28,6 @@ from workers.summary import summarize
 logger = logging.getLogger(__name__)
 
 BatchCallback = Callable[[Sequence[EvaluationResult]], None]
-FINALIZE_GRACE_S = 30.0  # how long to wait for the chord body once every result is in
 STALL_RECORD_S = 5.0  # a closed generation whose closer vanished is completed after this
 COLLECTOR_LEASE_S = 5.0  # a dead launcher's lease lapses after this; `resume` waits for it
 OUTAGE_LIMIT_S = 300.0  # Redis may be away this long (restart, AOF reload) before we give up
@@ -56,6 +55,7 @@ class Generation:
         sinks: Sequence[Sink] = (),
         on_batch: BatchCallback | None = None,
         on_end: Callable[[], None] | None = None,
+        owns_connections: bool = True,
     ) -> None:
         self.app = app
         self.client = client
@@ -66,6 +66,7 @@ class Generation:
         self.sinks = list(sinks)
         self.on_batch = on_batch
         self._on_end = on_end
+        self._owns_connections = owns_connections  # False: the process-wide shared ones
         self._ended = threading.Event()
         self._error: BaseException | None = None
         self._callback_error: BaseException | None = None
@@ -109,6 +110,13 @@ class Generation:
             # Its Redis and workers live in sessions of their own: if this program ends before
             # the generation does, nothing else would stop them.
             atexit.register(self.close)
+        if self._open:
+            try:
+                # The first chunks go out from here: a small generation's work is queued
+                # without waiting for a new thread to be scheduled.
+                self.submitter.submit_more(recorded=0)
+            except Exception:  # the collector thread tries again, and reports it
+                logger.debug("generation %s: first submission deferred", self.id, exc_info=True)
         self._thread.start()
         return self
 
@@ -187,8 +195,9 @@ class Generation:
                     sink.close()
                 except Exception:
                     logger.exception("closing sink %s", sink.path)
-            self.client.close()  # its connections; results() after the end reconnects
-            self.app.close()
+            if self._owns_connections:
+                self.client.close()  # its connections; results() after the end reconnects
+                self.app.close()
             if self._on_end is not None:
                 self._on_end()
             if self.local:
@@ -208,7 +217,7 @@ class Generation:
         batch: list[EvaluationResult] = []
         batch_started = 0.0
         last_progress = time.monotonic()
-        next_state_check = 0.0
+        next_state_check = last_progress + 0.5  # the lease was just taken
         down_since: float | None = None
         while self._seen + len(batch) < self.total:
             try:
@@ -224,7 +233,7 @@ class Generation:
                     batch.append(EvaluationResult.model_validate_json(fields[b"r"]))
                     last_progress = time.monotonic()
                 now = time.monotonic()
-                if now >= next_state_check:
+                if now >= next_state_check and self._seen + len(batch) < self.total:
                     next_state_check = now + 0.5
                     self._renew_lease()
                     self._check_end_early(deadline_at, now - last_progress)
@@ -311,21 +320,24 @@ class Generation:
                 self._callback_error = exc
 
     def _finish(self) -> tuple[str, dict[str, Any]]:
-        """Every result is in: take the chord body's summary, or write one if it never comes."""
+        """Every result is in: complete the generation now, unless it already ended.
+
+        The chord body does the same on the worker side (and alone, when this launcher is gone);
+        the first to complete wins, so the end of a small generation waits on nobody.
+        """
         header_objectives = self.spec_header.get("objectives", {})
-        deadline = time.monotonic() + FINALIZE_GRACE_S
-        while self.ledger.status() == RUNNING and time.monotonic() < deadline:
-            time.sleep(0.05)
-        status = self.ledger.status() or "unknown"
-        summary = self.ledger.summary()
+        state = self.ledger.state()
+        status = state.get("status", "unknown")
         if status == RUNNING:
-            logger.warning("generation %s: chord body did not finish; completing here", self.id)
-            summary = summarize(self.ledger.iter_results(), header_objectives, self.ledger.state())
+            summary = summarize(self.ledger.iter_results(), header_objectives, state)
             summary["status"] = "complete"
-            status = self.ledger.complete(summary, self._retention())
-            summary = self.ledger.summary() or summary
-        elif summary is None or summary.get("status") != status:
-            summary = summarize(self.ledger.iter_results(), header_objectives, self.ledger.state())
+            status, stored = self.ledger.complete_and_read(summary, self._retention())
+            return status, stored or summary  # stored: the chord body's, when it was first
+        stored = self.ledger.summary()
+        if stored is not None and stored.get("status") == status:
+            summary = stored
+        else:
+            summary = summarize(self.ledger.iter_results(), header_objectives, state)
             summary["status"] = status
             self.ledger.write_summary(summary, self._retention())
         return status, summary

@@ -26,11 +26,12 @@ from typing import Any
 
 import redis
 from celery import Celery
+from redis.client import Pipeline
 
 from workers.contract import PRIORITIES, Candidate, EvaluationResult, GenerationSpec
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK
 from workers.ledger import Ledger
-from workers.redis_client import connect
+from workers.redis_client import client_for
 
 AUTO_TARGET_S = 1.0  # seconds of evaluation one message carries under chunk_size=auto (a critical
 # arrival waits at most about this long for a busy pool child)
@@ -50,10 +51,20 @@ def create_generation(
     candidates: Iterable[Candidate | dict[str, Any]] | None = None,
 ) -> int:
     """Store the generation (candidates streamed, one Redis list per priority) and set its
-    chord's size to the candidate count, an upper bound on its header tasks; return the count."""
-    total = ledger.create(spec, candidates)
-    app.backend.set_chord_size(group_id_for(spec.id), total)
-    return total
+    chord's size to the candidate count, an upper bound on its header tasks; return the count.
+
+    The chord's size is set as Celery's Redis backend ``set_chord_size`` sets it, in the step
+    that stores the generation's state: the ledger lives on the result backend's Redis.
+    """
+    backend = app.backend  # its key names and expiry only; no connection of its own is opened
+    group_id = group_id_for(spec.id)
+
+    def set_chord_size(pipe: Pipeline, total: int) -> None:
+        pipe.delete(backend.get_key_for_group(group_id, ".c"))  # a finished run's marker
+        pipe.set(backend.get_key_for_group(group_id, ".s"), total,
+                 ex=backend.chord_expires or None)
+
+    return ledger.create(spec, candidates, also=set_chord_size)
 
 
 @dataclass
@@ -140,6 +151,8 @@ class Submitter:
         self.cursor = {p: int(state.get(f"s_{p}", 0)) for p in PRIORITIES}
         body = app.signature(FINALIZE_TASK, args=(self.generation_id,), queue="critical")
         self.group_id = group_id_for(self.generation_id)
+        # Named here, in the launching thread: Celery builds a backend per thread that asks.
+        self.chord_trim_key = app.backend.get_key_for_group(self.group_id, ".t")
         self.messages = TaskMessages(app, body, self.group_id)
         self.broker = self._broker_client()
         self._buffer: list[Candidate] = []  # fetched, not yet chunked, of _buffer_priority
@@ -151,7 +164,8 @@ class Submitter:
         """The ledger's client when broker and backend are one Redis, else the broker's own."""
         broker_url = str(self.app.conf.broker_url)
         backend_url = str(self.app.conf.result_backend or broker_url)
-        return self.ledger.client if broker_url == backend_url else connect(broker_url)
+        # A broker of its own: this process's one client for it, not a new one per generation.
+        return self.ledger.client if broker_url == backend_url else client_for(broker_url)
 
     @property
     def done(self) -> bool:
@@ -242,8 +256,7 @@ class Submitter:
             # the last part can return (same MULTI, or a step ahead when Redis is split).
             surplus = self.total - (self.chunks + len(chunks))
             if surplus:
-                chord_key = self.app.backend.get_key_for_group(self.group_id, ".t")
-                state.eval(_TRIM_SCRIPT, 2, keys.state, chord_key, surplus)
+                state.eval(_TRIM_SCRIPT, 2, keys.state, self.chord_trim_key, surplus)
                 if not same_redis:
                     state.execute()
         pipe = state if same_redis else self.broker.pipeline(transaction=False)
