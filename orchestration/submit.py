@@ -37,6 +37,11 @@ AUTO_TARGET_S = 1.0  # seconds of evaluation one message carries under chunk_siz
 # arrival waits at most about this long for a busy pool child)
 AUTO_MAX_CHUNK = 512
 AUTO_PROBE = 4  # results to see before auto sizing leaves chunks of one
+# A message costs the worker ~5 ms of its own (bench figure 3), a candidate in a chunk ~0.5 ms
+# besides its evaluation (ledger round trips, validation): splitting the tail into messages
+# of less than ~25 ms of work buys no parallelism, only that cost again per message.
+AUTO_MIN_MESSAGE_S = 0.025
+CANDIDATE_COST_S = 0.0005
 PIPELINE_MESSAGES = 500  # messages per Redis round trip
 
 
@@ -86,7 +91,10 @@ class AutoChunk:
         if mean >= 1.0:
             return 1
         wanted = math.ceil(AUTO_TARGET_S / max(mean, 1e-6))
-        return max(1, min(wanted, AUTO_MAX_CHUNK, max(1, remaining // 8)))
+        # An eighth of what remains leaves work for every worker, down to a useful message.
+        useful = math.ceil(AUTO_MIN_MESSAGE_S / (mean + CANDIDATE_COST_S))
+        share = max(remaining // 8, min(useful, remaining))
+        return max(1, min(wanted, AUTO_MAX_CHUNK, share))
 
 
 class TaskMessages:
