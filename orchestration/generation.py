@@ -77,10 +77,11 @@ class Generation:
         self._seen = 0
         self._started = time.monotonic()
         self._cancel_requested = threading.Event()
-        self._open = self.ledger.is_open()  # submit only while running; refreshed every 0.5 s
         self._claimed = False
         self._token = f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
         self.submitter = Submitter(app, self.ledger, self.spec_header)
+        # Submit only while running; refreshed every 0.5 s (the submitter's read of the state).
+        self._open = self.submitter.state.get("status") in (RUNNING, None)
         self.total = self.submitter.total
         self._thread = threading.Thread(target=self._run, name=f"evofleet-{generation_id}", daemon=True)
         self.local = False  # local mode: its private Redis and workers stop when it ends
@@ -212,7 +213,7 @@ class Generation:
         """
         batch_size = int(self.spec_header.get("batch_size", 50))
         batch_timeout = float(self.spec_header.get("batch_timeout", 2.0))
-        deadline_at = float(self.ledger.state().get("deadline_at", "inf"))
+        deadline_at = float(self.submitter.state.get("deadline_at", "inf"))
         last_id: bytes | str = "0-0"
         batch: list[EvaluationResult] = []
         batch_started = 0.0

@@ -150,7 +150,7 @@ class Submitter:
         self.time_limit = float(spec_header["time_limit"])
         self.max_in_flight = int(spec_header["max_in_flight"])
         self.auto = AutoChunk()
-        state = ledger.state()
+        self.state = state = ledger.state()  # as it was when this submitter started
         self.total = int(state["total"])
         self.submitted = int(state.get("submitted", 0))
         self.chunks = int(state.get("chunks", 0))
