@@ -23,7 +23,7 @@ from orchestration.sinks import Sink
 from orchestration.submit import Submitter
 from workers.contract import EvaluationResult, Status
 from workers.ledger import RUNNING, Ledger
-from workers.summary import summarize
+from workers.summary import SummaryBuilder, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ class Generation:
         self._status: str | None = None
         self._summary: dict[str, Any] | None = None
         self._counts: Counter[str] = Counter()
+        # Every collected result passes through here once: the summary is ready at the last.
+        self._tally = SummaryBuilder(self.spec_header.get("objectives", {}))
         self._batches = 0
         self._seen = 0
         self._started = time.monotonic()
@@ -304,6 +306,7 @@ class Generation:
             sink.write(batch)
         for result in batch:
             self._counts[result.status.value] += 1
+            self._tally.add(result)
             self.submitter.auto.observe(result.eval_seconds)
         self._seen += len(batch)
         self._batches += 1
@@ -330,7 +333,7 @@ class Generation:
         state = self.ledger.state()
         status = state.get("status", "unknown")
         if status == RUNNING:
-            summary = summarize(self.ledger.iter_results(), header_objectives, state)
+            summary = self._tally.summary(state)  # every result went through _flush
             summary["status"] = "complete"
             status, stored = self.ledger.complete_and_read(summary, self._retention())
             return status, stored or summary  # stored: the chord body's, when it was first

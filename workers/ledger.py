@@ -125,7 +125,6 @@ class Ledger:
         self._record = client.register_script(_RECORD_SCRIPT)
         self._begin = client.register_script(_BEGIN_SCRIPT)
         self._close = client.register_script(_CLOSE_SCRIPT)
-        self._complete = client.register_script(_COMPLETE_SCRIPT)
         self._claim = client.register_script(_CLAIM_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
 
@@ -337,11 +336,10 @@ class Ledger:
         """``complete``, and read back the summary stored now (this one, or the one of whoever
         ended the generation first), with the expiry, in one round trip."""
         with self.client.pipeline(transaction=False) as pipe:
-            self._complete(
-                keys=[self.keys.state, self.keys.summary],
-                args=[json.dumps(summary), time.time()],
-                client=pipe,
-            )
+            # EVAL, not the registered script: a pipeline checks its scripts with a round trip
+            # of its own (SCRIPT EXISTS) before every execute.
+            pipe.eval(_COMPLETE_SCRIPT, 2, self.keys.state, self.keys.summary,
+                      json.dumps(summary), time.time())
             self._expire(pipe, retention_s)
             pipe.get(self.keys.summary)
             replies = pipe.execute()

@@ -101,7 +101,9 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     }
 
 
-class _Accumulator:
+class SummaryBuilder:
+    """Takes results one at a time (as a collector reads them) and builds the summary."""
+
     def __init__(self, objectives: Mapping[str, str]) -> None:
         self.objectives = objectives
         self.counts: Counter[str] = Counter()
@@ -155,6 +157,40 @@ class _Accumulator:
             for name, heap in self.top.items()
         }
 
+    def summary(self, state: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The summary of the results added so far (``state``: the generation's state hash)."""
+        state = state or {}
+        created = float(state.get("created_at") or self.first_start or time.time())
+        finished = float(state.get("finished_at") or self.last_finish or time.time())
+        wall = max(finished - created, 1e-9)
+        total = sum(self.counts.values())
+        top = self.top_k()
+        per_worker = []
+        for (worker, device), seconds in sorted(self.eval_seconds.items()):
+            per_worker.append(
+                {
+                    "worker": worker,
+                    "device": device,
+                    "candidates": len(seconds),
+                    "eval_seconds": _stats(seconds),
+                    "utilization": sum(seconds) / wall,
+                }
+            )
+        return {
+            "generation_id": state.get("generation_id"),
+            "total": int(state.get("total") or total),
+            "recorded": total,
+            "counts": {status.value: self.counts.get(status.value, 0) for status in Status},
+            "best": {name: (items[0] if items else None) for name, items in top.items()},
+            "top_k": top,
+            "pareto_front": self.front.as_list(),
+            "wall_seconds": wall,
+            "throughput_per_s": total / wall,
+            "per_worker": per_worker,
+            "queue_wait_seconds": {p: _stats(v) for p, v in sorted(self.queue_wait.items())},
+            "failed": {status: sorted(ids) for status, ids in sorted(self.failed.items())},
+        }
+
 
 def summarize(
     results: Iterable[EvaluationResult],
@@ -162,37 +198,7 @@ def summarize(
     state: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Counts, best and top-k per objective, Pareto front, per-worker timings, queue waits."""
-    acc = _Accumulator(objectives)
+    builder = SummaryBuilder(objectives)
     for result in results:
-        acc.add(result)
-    state = state or {}
-    created = float(state.get("created_at") or acc.first_start or time.time())
-    finished = float(state.get("finished_at") or acc.last_finish or time.time())
-    wall = max(finished - created, 1e-9)
-    total = sum(acc.counts.values())
-    top = acc.top_k()
-    per_worker = []
-    for (worker, device), seconds in sorted(acc.eval_seconds.items()):
-        per_worker.append(
-            {
-                "worker": worker,
-                "device": device,
-                "candidates": len(seconds),
-                "eval_seconds": _stats(seconds),
-                "utilization": sum(seconds) / wall,
-            }
-        )
-    return {
-        "generation_id": state.get("generation_id"),
-        "total": int(state.get("total") or total),
-        "recorded": total,
-        "counts": {status.value: acc.counts.get(status.value, 0) for status in Status},
-        "best": {name: (items[0] if items else None) for name, items in top.items()},
-        "top_k": top,
-        "pareto_front": acc.front.as_list(),
-        "wall_seconds": wall,
-        "throughput_per_s": total / wall,
-        "per_worker": per_worker,
-        "queue_wait_seconds": {p: _stats(v) for p, v in sorted(acc.queue_wait.items())},
-        "failed": {status: sorted(ids) for status, ids in sorted(acc.failed.items())},
-    }
+        builder.add(result)
+    return builder.summary(state)
