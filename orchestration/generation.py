@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import socket
@@ -23,7 +22,7 @@ from orchestration.sinks import Sink
 from orchestration.submit import Submitter
 from workers.contract import EvaluationResult, Status
 from workers.ledger import RUNNING, Ledger
-from workers.summary import SummaryBuilder, summarize
+from workers.summary import SummaryBuilder
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +60,7 @@ class Generation:
         self.client = client
         self.id = generation_id
         self.ledger = Ledger(client, generation_id)
-        header = self.ledger.client.get(self.ledger.keys.header)
-        self.spec_header: dict[str, Any] = json.loads(header) if header else {}
+        self.spec_header, state = self.ledger.header_and_state()
         self.sinks = list(sinks)
         self.on_batch = on_batch
         self._on_end = on_end
@@ -81,7 +79,7 @@ class Generation:
         self._cancel_requested = threading.Event()
         self._claimed = False
         self._token = f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
-        self.submitter = Submitter(app, self.ledger, self.spec_header)
+        self.submitter = Submitter(app, self.ledger, self.spec_header, state)
         # Submit only while running; refreshed every 0.5 s (the submitter's read of the state).
         self._open = self.submitter.state.get("status") in (RUNNING, None)
         self.total = self.submitter.total
@@ -329,21 +327,18 @@ class Generation:
         The chord body does the same on the worker side (and alone, when this launcher is gone);
         the first to complete wins, so the end of a small generation waits on nobody.
         """
-        header_objectives = self.spec_header.get("objectives", {})
-        state = self.ledger.state()
-        status = state.get("status", "unknown")
-        if status == RUNNING:
-            summary = self._tally.summary(state)  # every result went through _flush
-            summary["status"] = "complete"
-            status, stored = self.ledger.complete_and_read(summary, self._retention())
+        # Every result went through _flush; total and created_at are fixed at creation.
+        summary = self._tally.summary(self.submitter.state)
+        summary["status"] = "complete"
+        status, stored = self.ledger.complete_and_read(summary, self._retention())
+        if status == "complete":
             return status, stored or summary  # stored: the chord body's, when it was first
-        stored = self.ledger.summary()
+        # Ended early (deadline, cancel): the closer's summary, or one written here.
         if stored is not None and stored.get("status") == status:
-            summary = stored
-        else:
-            summary = summarize(self.ledger.iter_results(), header_objectives, state)
-            summary["status"] = status
-            self.ledger.write_summary(summary, self._retention())
+            return status, stored
+        summary = self._tally.summary(self.ledger.state())
+        summary["status"] = status
+        self.ledger.write_summary(summary, self._retention())
         return status, summary
 
     def _retention(self) -> int:

@@ -142,7 +142,14 @@ class TaskMessages:
 class Submitter:
     """Publishes the generation's remaining chunks while fewer than ``max_in_flight`` are out."""
 
-    def __init__(self, app: Celery, ledger: Ledger, spec_header: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        ledger: Ledger,
+        spec_header: dict[str, Any],
+        state: dict[str, str] | None = None,
+    ) -> None:
+        """``state``: the generation's state, when the caller has just read it."""
         self.app = app
         self.ledger = ledger
         self.generation_id = ledger.generation_id
@@ -150,7 +157,7 @@ class Submitter:
         self.time_limit = float(spec_header["time_limit"])
         self.max_in_flight = int(spec_header["max_in_flight"])
         self.auto = AutoChunk()
-        self.state = state = ledger.state()  # as it was when this submitter started
+        self.state = state = state or ledger.state()  # as it was when this submitter started
         self.total = int(state["total"])
         self.submitted = int(state.get("submitted", 0))
         self.chunks = int(state.get("chunks", 0))

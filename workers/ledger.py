@@ -313,6 +313,18 @@ class Ledger:
         state["generation_id"] = self.generation_id
         return state
 
+    def header_and_state(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The header (``{}`` if none) and the state (as ``state``), in one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.header)
+            pipe.hgetall(self.keys.state)
+            header, raw = pipe.execute()
+        if not raw:
+            raise GenerationNotFound(self.generation_id)
+        state = {_text(k): _text(v) for k, v in raw.items()}
+        state["generation_id"] = self.generation_id
+        return (json.loads(header) if header else {}), state
+
     def status(self) -> str | None:
         value = self.client.hget(self.keys.state, "status")
         return None if value is None else _text(value)
