@@ -186,6 +186,8 @@ def launch(
             on_end=stack.close,
             owns_connections=local,
         )
+        if candidates is None:
+            generation.submitter.prime(spec.candidates)
     except BaseException:
         failed.close()
         stack.close()

@@ -78,6 +78,7 @@ class Generation:
         self._started = time.monotonic()
         self._cancel_requested = threading.Event()
         self._claimed = False
+        self._released = False
         self._token = f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
         self.submitter = Submitter(app, self.ledger, self.spec_header, state)
         # Submit only while running; refreshed every 0.5 s (the submitter's read of the state).
@@ -188,7 +189,8 @@ class Generation:
             self._error = exc
         finally:
             try:
-                self.ledger.release_collector(self._token)
+                if not self._released:
+                    self.ledger.release_collector(self._token)
             except redis.RedisError:
                 logger.warning("generation %s: could not release the collector lease", self.id)
             for sink in self.sinks:
@@ -330,7 +332,9 @@ class Generation:
         # Every result went through _flush; total and created_at are fixed at creation.
         summary = self._tally.summary(self.submitter.state)
         summary["status"] = "complete"
-        status, stored = self.ledger.complete_and_read(summary, self._retention())
+        status, stored = self.ledger.complete_and_read(summary, self._retention(),
+                                                       release=self._token)
+        self._released = True  # released above (or already not ours)
         if status == "complete":
             return status, stored or summary  # stored: the chord body's, when it was first
         # Ended early (deadline, cancel): the closer's summary, or one written here.

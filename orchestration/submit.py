@@ -14,13 +14,14 @@ with the state counters and the chord trim, in one MULTI when broker and backend
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import math
 import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ AUTO_PROBE = 4  # results to see before auto sizing leaves chunks of one
 AUTO_MIN_MESSAGE_S = 0.025
 CANDIDATE_COST_S = 0.0005
 PIPELINE_MESSAGES = 500  # messages per Redis round trip
+PRIME_CANDIDATES = 1000  # candidates a launch hands its submitter from memory
 
 
 def group_id_for(generation_id: str) -> str:
@@ -181,6 +183,17 @@ class Submitter:
         backend_url = str(self.app.conf.result_backend or broker_url)
         # A broker of its own: this process's one client for it, not a new one per generation.
         return self.ledger.client if broker_url == backend_url else client_for(broker_url)
+
+    def prime(self, candidates: Sequence[Candidate]) -> None:
+        """Hand over the population just stored, in its order, so that the first chunks need
+        no read back from Redis; ignored once anything was published."""
+        if self.submitted or self._buffer:
+            return
+        priority = next((p for p in PRIORITIES if self.totals[p]), None)
+        if priority is not None:
+            first = (c for c in candidates if c.priority.value == priority)
+            self._buffer = list(itertools.islice(first, PRIME_CANDIDATES))
+            self._buffer_priority = priority
 
     @property
     def done(self) -> bool:

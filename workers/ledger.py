@@ -343,11 +343,14 @@ class Ledger:
         return self.complete_and_read(summary, retention_s)[0]
 
     def complete_and_read(
-        self, summary: dict[str, Any], retention_s: int | None
+        self, summary: dict[str, Any], retention_s: int | None, *, release: str | None = None
     ) -> tuple[str, dict[str, Any] | None]:
         """``complete``, and read back the summary stored now (this one, or the one of whoever
-        ended the generation first), with the expiry, in one round trip."""
+        ended the generation first), with the expiry and (``release``: the holder's token) the
+        collector lease's release, in one round trip."""
         with self.client.pipeline(transaction=False) as pipe:
+            if release is not None:
+                pipe.eval(_RELEASE_SCRIPT, 1, self.keys.collector, release)
             # EVAL, not the registered script: a pipeline checks its scripts with a round trip
             # of its own (SCRIPT EXISTS) before every execute.
             pipe.eval(_COMPLETE_SCRIPT, 2, self.keys.state, self.keys.summary,
@@ -355,7 +358,7 @@ class Ledger:
             self._expire(pipe, retention_s)
             pipe.get(self.keys.summary)
             replies = pipe.execute()
-        ended, stored = replies[0], replies[-1]
+        ended, stored = replies[1 if release is not None else 0], replies[-1]
         return (
             _text(ended) if ended is not None else "unknown",
             None if stored is None else json.loads(stored),
