@@ -54,8 +54,8 @@ _HEADERS: OrderedDict[str, GenerationHeader] = OrderedDict()  # this process's r
 _HEADERS_KEPT = 64
 
 
-def _remember_header(header: GenerationHeader) -> GenerationHeader:
-    _HEADERS[header.id] = header
+def _remember_header(generation_id: str, header: GenerationHeader) -> GenerationHeader:
+    _HEADERS[generation_id] = header
     while len(_HEADERS) > _HEADERS_KEPT:
         _HEADERS.popitem(last=False)
     return header
@@ -81,7 +81,7 @@ def evaluate(
     start = ledger.begin([c.id for c in chunk], count_attempts=alone, with_header=known is None)
     if start is None:  # the generation ended (deadline, cancel): skip its queued work
         return {"candidates": len(candidates)}
-    header = known or _remember_header(start.header or ledger.header())
+    header = known or _remember_header(generation_id, start.header or ledger.header())
     todo = [c for c in chunk if c.id not in start.recorded]
     context = EvaluationContext(
         device=devices.current_device(),
