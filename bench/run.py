@@ -47,10 +47,12 @@ class Sizes:
     utilization: int
     memory: tuple[int, int]
     reps: int
+    turnaround_reps: int = 15
+    many: int = 1000
 
 
 FULL = Sizes(10_000, 100_000, 10_000, 200, (10_000, 100_000), 3)
-QUICK = Sizes(2_000, 20_000, 2_000, 40, (2_000, 20_000), 2)
+QUICK = Sizes(2_000, 20_000, 2_000, 40, (2_000, 20_000), 2, turnaround_reps=10, many=200)
 
 
 @dataclass
@@ -421,6 +423,151 @@ def failure_latency(server: LocalRedis, sizes: Sizes, log_dir: Path) -> list[Row
     return [row]
 
 
+# -- figure 6: turnaround ---------------------------------------------------------------------
+def turnaround(server: LocalRedis, sizes: Sizes, log_dir: Path) -> list[Row]:
+    """launch() to wait() == complete of small generations on a warm cluster, vs Ray's
+    ``ray.get`` of the same number of no-op tasks; the median of ``sizes.turnaround_reps``."""
+    reps = sizes.turnaround_reps
+    cases: list[tuple[int, int | str, str]] = [
+        (1, 1, "<= 10 ms"), (8, 1, ""), (8, "auto", ""), (64, 1, ""), (64, "auto", "<= 2x Ray"),
+        (64, 32, ""),
+    ]
+    rows: dict[tuple[int, int | str], Row] = {}
+    ray_rows: dict[int, Row] = {}
+    for n, chunk, target in cases:
+        rows[(n, chunk)] = Row("6 turnaround", f"evofleet noop x{n}, chunk_size={chunk}", "ms",
+                               target=target)
+    big = sizes.throughput
+    big_row = Row("6 turnaround", f"evofleet noop x{big:,}, chunk_size=auto", "s",
+                  target=">= 2x faster than Ray", per_s=big)
+    with evofleet_worker(server, log_dir):
+        for n, chunk, _ in cases:  # warm-up: the first launch opens the shared connections
+            run_generation(server.url, spec_for(n, chunk_size=chunk))
+        for _ in range(reps):
+            for n, chunk, _ in cases:  # interleaved, so a busy spell hits every case alike
+                spec = spec_for(n, chunk_size=chunk)
+                rows[(n, chunk)].values.append(1000 * run_generation(server.url, spec)[0])
+        for _ in range(sizes.reps):
+            big_row.values.append(run_generation(server.url, spec_for(big, chunk_size="auto"))[0])
+    small = sorted({n for n, _, _ in cases})
+    ray_values, note = _ray_turnaround([*small, big], reps, sizes.reps)
+    for n in small:
+        ray_rows[n] = Row("6 turnaround", f"Ray noop x{n} (ray.get of ray.remote tasks)", "ms",
+                          values=[1000 * v for v in ray_values.get(n, [])], note=note)
+    ray_big = Row("6 turnaround", f"Ray noop x{big:,}", "s", values=ray_values.get(big, []),
+                  note=note, per_s=big)
+    one = rows[(1, 1)]
+    one.met = one.median <= 10.0
+    if ray_rows[64].values:
+        rows[(64, "auto")].met = rows[(64, "auto")].median <= 2 * ray_rows[64].median
+    if ray_big.values:
+        big_row.met = big_row.median * 2 <= ray_big.median
+    ordered: list[Row] = []
+    for n in sorted(ray_rows):
+        ordered += [row for (size, _), row in rows.items() if size == n] + [ray_rows[n]]
+    return [*ordered, big_row, ray_big]
+
+
+def _ray_turnaround(sizes: list[int], reps: int, big_reps: int) -> tuple[dict[int, list[float]], str]:
+    try:
+        import ray
+    except ImportError:
+        return {}, "not installed (pip install 'evofleet[bench]')"
+    ray.init(num_cpus=CONCURRENCY, include_dashboard=False, log_to_driver=False)
+
+    @ray.remote  # type: ignore[untyped-decorator]
+    def noop(i: int) -> int:
+        return 0
+
+    values: dict[int, list[float]] = {n: [] for n in sizes}
+    try:
+        ray.get([noop.remote(i) for i in range(100)])  # warm: workers started
+        for n in sizes:
+            for _ in range(big_reps if n >= 1000 else reps):
+                started = time.perf_counter()
+                ray.get([noop.remote(i) for i in range(n)])
+                values[n].append(time.perf_counter() - started)
+    finally:
+        ray.shutdown()
+    return values, ""
+
+
+# -- figure 7: many generations from one process ------------------------------------------------
+def many_probe(url: str, count: int) -> None:
+    """Run in a subprocess: ``count`` one-candidate generations in a loop; print JSON figures
+    (RSS and open fds after the first tenth and at the end, launcher sockets to Redis)."""
+    import psutil
+
+    process = psutil.Process()
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+
+    def sockets() -> int:
+        return sum(1 for c in process.net_connections(kind="tcp")
+                   if c.raddr and c.raddr.port == port)
+
+    marks: dict[str, float] = {}
+    for index in range(count):
+        generation = launch(spec_for(1), broker_url=url)
+        if generation.wait(60) != "complete" or len(generation.results()) != 1:
+            raise RuntimeError(f"generation {generation.id} did not complete with its result")
+        if index + 1 == count // 10:
+            marks.update(rss_early=process.memory_info().rss, fds_early=process.num_fds(),
+                         sockets_early=sockets())
+    marks.update(rss_end=process.memory_info().rss, fds_end=process.num_fds(),
+                 sockets_end=sockets())
+    print(json.dumps(marks))
+
+
+def many_generations(server: LocalRedis, sizes: Sizes, log_dir: Path) -> list[Row]:
+    count = sizes.many
+    rss = Row("7 many generations", f"launcher RSS, after {count:,} vs after {count // 10:,} "
+              "one-candidate generations", "MiB", target="flat (<= +5 MiB)")
+    fds = Row("7 many generations", f"launcher open fds, after {count:,} vs {count // 10:,}",
+              "fds", target="flat (+0)")
+    sockets = Row("7 many generations", "launcher sockets to Redis at the end", "sockets",
+                  target="<= 3")
+    clients = Row("7 many generations", f"Redis clients, after vs before {count:,} generations",
+                  "clients", target="bounded (<= +8)")
+    unexpiring = Row("7 many generations", f"Redis keys without a TTL, added by {count:,} "
+                     "generations", "keys", target="0")
+    client = redis.Redis.from_url(server.url)
+    with evofleet_worker(server, log_dir):
+        run_generation(server.url, spec_for(1))  # the worker's children are warm
+        clients_before = len(client.client_list())
+        keys_before = _keys_without_ttl(client)
+        command = [sys.executable, str(Path(__file__)), "--many-probe", str(count), server.url]
+        out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=1800,
+                             cwd=ROOT)
+        marks = json.loads(out.stdout.strip().splitlines()[-1])
+        clients_after = len(client.client_list())
+        added = _keys_without_ttl(client) - keys_before
+    client.close()
+    rss.values.append((marks["rss_end"] - marks["rss_early"]) / 2**20)
+    fds.values.append(marks["fds_end"] - marks["fds_early"])
+    sockets.values.append(marks["sockets_end"])
+    clients.values.append(clients_after - clients_before)
+    unexpiring.values.append(len(added))
+    unexpiring.note = ", ".join(sorted(added)[:3])
+    rss.met = rss.median <= 5.0
+    fds.met = fds.median <= 0
+    sockets.met = sockets.median <= 3
+    clients.met = clients.median <= 8
+    unexpiring.met = not added
+    return [rss, fds, sockets, clients, unexpiring]
+
+
+def _keys_without_ttl(client: redis.Redis) -> set[str]:
+    """Keys that never expire, minus the queues and bookkeeping of Celery and kombu."""
+    keep = ("_kombu.", "unacked", "critical", "high", "normal", "low", "evofleet:workers:",
+            "evofleet:generations")
+    found = set()
+    for key in client.scan_iter(count=1000):
+        name = key.decode()
+        if not name.startswith(keep) and client.ttl(key) == -1:
+            found.add(name)
+    return found
+
+
 def _wait(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -441,7 +588,7 @@ def print_table(rows: list[Row], title: str) -> None:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
-FIGURES = ("throughput", "submission", "utilization", "memory", "failure")
+FIGURES = ("throughput", "submission", "utilization", "memory", "failure", "turnaround", "many")
 
 
 def main() -> None:
@@ -451,7 +598,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="Candidates for the throughput figure.")
     parser.add_argument("--only", choices=FIGURES, action="append", help="Run only these.")
     parser.add_argument("--memory-probe", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
+    parser.add_argument("--many-probe", nargs=2, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.many_probe:
+        many_probe(args.many_probe[1], int(args.many_probe[0]))
+        return
     if args.memory_probe:
         n, url, *spec = args.memory_probe
         memory_probe(url, int(n), spec[0] if spec else None)
@@ -476,6 +627,10 @@ def main() -> None:
             rows += memory(server, sizes, log_dir)
         if "failure" in only:
             rows += failure_latency(server, sizes, log_dir)
+        if "turnaround" in only:
+            rows += turnaround(server, sizes, log_dir)
+        if "many" in only:
+            rows += many_generations(server, sizes, log_dir)
     finally:
         server.stop()
     mode = "quick" if args.quick else "full"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Iterable
 from contextlib import ExitStack
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from kombu.utils.url import maybe_sanitize_url
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from orchestration.connections import SHARED, LauncherConnections
 from orchestration.generation import BatchCallback, Generation
 from orchestration.local_cluster import local_cluster
 from orchestration.settings import LaunchSettings
@@ -26,10 +29,13 @@ from workers.contract import Candidate, GenerationSpec
 from workers.ledger import Ledger
 from workers.outputs import load_feedback, load_outputs
 from workers.redis_client import connect
+from workers.settings import ENV_PREFIX
 
 __all__ = ["attach", "launch", "load_artifact", "load_feedback", "load_outputs"]
 logger = logging.getLogger(__name__)
 
+PROBE_TIMEOUT_S = 5.0  # the PING before a launch against an already known deployment
+SHARED_MAX_CONNECTIONS = 10_000  # generations one process may run at once against a deployment
 
 def launcher_app(broker_url: str, settings: LaunchSettings | None = None) -> Celery:
     """A Celery app for the launching side (it sends tasks by name, imports no GPU code)."""
@@ -50,17 +56,29 @@ class BrokerUnreachable(ValueError):
 
 def check_broker(url: str, timeout_s: float = 5.0) -> None:
     """One PING, no retries: a clear error within ``timeout_s`` instead of a long retry loop."""
-    where = maybe_sanitize_url(url)
+    client = _probe_client(url, timeout_s, retries=0)
     try:
-        client = redis.Redis.from_url(
+        _ping(client, url)
+    finally:
+        client.close()
+
+
+def _probe_client(url: str, timeout_s: float, *, retries: int) -> redis.Redis:
+    try:
+        return redis.Redis.from_url(
             url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), retries),
         )
     except ValueError as exc:
         raise BrokerUnreachable(
-            f"not a Redis URL: {where!r} ({exc}); expected redis://[:password@]host:port/db "
-            "or rediss://... for TLS"
+            f"not a Redis URL: {maybe_sanitize_url(url)!r} ({exc}); expected "
+            "redis://[:password@]host:port/db or rediss://... for TLS"
         ) from None
+
+
+def _ping(client: redis.Redis, url: str) -> None:
+    """PING, each failure turned into BrokerUnreachable saying what is wrong."""
+    where = maybe_sanitize_url(url)
     try:
         client.ping()
     except (redis.AuthenticationError, redis.ResponseError) as exc:
@@ -86,8 +104,31 @@ def check_broker(url: str, timeout_s: float = 5.0) -> None:
         raise BrokerUnreachable(
             f"{where} did not answer like Redis ({type(exc).__name__}: {exc}); is it a Redis server?"
         ) from None
-    finally:
-        client.close()
+
+
+def shared_connections(broker_url: str, settings: LaunchSettings) -> LauncherConnections:
+    """This process's app and clients for a deployment, checked with one PING per launch.
+
+    The first launch against a URL runs the full ``check_broker``; later ones reuse the same app
+    and connections (an optimizer launches thousands of generations), closed at exit.
+    """
+    backend_url = settings.result_backend or broker_url
+    key = SHARED.key(broker_url, backend_url, settings.retention_s)
+
+    def open_connections() -> LauncherConnections:
+        check_broker(broker_url)
+        return LauncherConnections(
+            app=launcher_app(broker_url, settings),
+            # Each running generation's collector holds a connection while XREAD blocks.
+            client=connect(backend_url, max_connections=SHARED_MAX_CONNECTIONS),
+            # One retry: a socket a Redis restart broke is reconnected, not reported as down.
+            probe=_probe_client(broker_url, PROBE_TIMEOUT_S, retries=1),
+        )
+
+    connections, opened = SHARED.get_or_open(key, open_connections)
+    if not opened:
+        _ping(connections.probe, broker_url)
+    return connections
 
 
 def _auth_refused(exc: redis.RedisError) -> bool:
@@ -127,6 +168,20 @@ def with_artifact_store(
     return spec.model_copy(update={"artifact_store": check_store_url(as_store_url(url))})
 
 
+@lru_cache(maxsize=8)
+def _settings_for(environment: tuple[tuple[str, str], ...]) -> LaunchSettings:
+    return LaunchSettings()
+
+
+def _environment_settings() -> LaunchSettings:
+    """LaunchSettings from the environment, read again only when an EVOFLEET_* variable changed
+    (reading them costs more than launching a small generation)."""
+    return _settings_for(tuple(sorted(
+        (name, value) for name, value in os.environ.items()
+        if name.upper().startswith(ENV_PREFIX)
+    )))
+
+
 def launch(
     spec: GenerationSpec,
     *,
@@ -142,9 +197,10 @@ def launch(
     ``candidates`` replaces the spec's own list with any iterable (a generator, a
     ``CandidateFile``), streamed into Redis in batches. With no broker URL (argument,
     ``EVOFLEET_BROKER_URL``), a private redis-server and local workers are started and
-    stopped again when the generation ends.
+    stopped again when the generation ends. Launches against one deployment share this
+    process's Celery app and Redis connections (see ``orchestration.connections``).
     """
-    settings = settings or LaunchSettings()
+    settings = settings or _environment_settings()
     _check_output(out, fmt)
     stack = ExitStack()  # what the generation's end stops (local mode's cluster)
     failed = ExitStack()  # what a failure to start it closes as well
@@ -160,11 +216,13 @@ def launch(
             )
         )
     try:
-        if not local:
-            check_broker(url)
-        app = launcher_app(url, settings)
-        client = connect(settings.result_backend or url)
-        failed.callback(client.close)
+        if local:  # a private Redis that ends with the generation: connections of its own
+            app = launcher_app(url, settings)
+            client = connect(settings.result_backend or url)
+            failed.callback(client.close)
+        else:
+            shared = shared_connections(url, settings)
+            app, client = shared.app, shared.client
         create_generation(app, Ledger(client, spec.id), spec, candidates)
         generation = Generation(
             app,
@@ -173,7 +231,10 @@ def launch(
             sinks=_sinks(out, fmt, list(spec.objectives)),
             on_batch=on_batch,
             on_end=stack.close,
+            owns_connections=local,
         )
+        if candidates is None:
+            generation.submitter.prime(spec.candidates)
     except BaseException:
         failed.close()
         stack.close()

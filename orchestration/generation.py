@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import socket
@@ -24,12 +23,11 @@ from orchestration.submit import Submitter
 from workers.artifacts import load_artifact
 from workers.contract import EvaluationResult, Status
 from workers.ledger import RUNNING, Ledger
-from workers.summary import summarize
+from workers.summary import SummaryBuilder
 
 logger = logging.getLogger(__name__)
 
 BatchCallback = Callable[[Sequence[EvaluationResult]], None]
-FINALIZE_GRACE_S = 30.0  # how long to wait for the chord body once every result is in
 STALL_RECORD_S = 5.0  # a closed generation whose closer vanished is completed after this
 COLLECTOR_LEASE_S = 5.0  # a dead launcher's lease lapses after this; `resume` waits for it
 OUTAGE_LIMIT_S = 300.0  # Redis may be away this long (restart, AOF reload) before we give up
@@ -57,30 +55,35 @@ class Generation:
         sinks: Sequence[Sink] = (),
         on_batch: BatchCallback | None = None,
         on_end: Callable[[], None] | None = None,
+        owns_connections: bool = True,
     ) -> None:
         self.app = app
         self.client = client
         self.id = generation_id
         self.ledger = Ledger(client, generation_id)
-        header = self.ledger.client.get(self.ledger.keys.header)
-        self.spec_header: dict[str, Any] = json.loads(header) if header else {}
+        self.spec_header, state = self.ledger.header_and_state()
         self.sinks = list(sinks)
         self.on_batch = on_batch
         self._on_end = on_end
+        self._owns_connections = owns_connections  # False: the process-wide shared ones
         self._ended = threading.Event()
         self._error: BaseException | None = None
         self._callback_error: BaseException | None = None
         self._status: str | None = None
         self._summary: dict[str, Any] | None = None
         self._counts: Counter[str] = Counter()
+        # Every collected result passes through here once: the summary is ready at the last.
+        self._tally = SummaryBuilder(self.spec_header.get("objectives", {}))
         self._batches = 0
         self._seen = 0
         self._started = time.monotonic()
         self._cancel_requested = threading.Event()
-        self._open = self.ledger.is_open()  # submit only while running; refreshed every 0.5 s
         self._claimed = False
+        self._released = False
         self._token = f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
-        self.submitter = Submitter(app, self.ledger, self.spec_header)
+        self.submitter = Submitter(app, self.ledger, self.spec_header, state)
+        # Submit only while running; refreshed every 0.5 s (the submitter's read of the state).
+        self._open = self.submitter.state.get("status") in (RUNNING, None)
         self.total = self.submitter.total
         self._thread = threading.Thread(target=self._run, name=f"evofleet-{generation_id}", daemon=True)
         self.local = False  # local mode: its private Redis and workers stop when it ends
@@ -112,6 +115,13 @@ class Generation:
             # Its Redis and workers live in sessions of their own: if this program ends before
             # the generation does, nothing else would stop them.
             atexit.register(self.close)
+        if self._open:
+            try:
+                # The first chunks go out from here: a small generation's work is queued
+                # without waiting for a new thread to be scheduled.
+                self.submitter.submit_more(recorded=0)
+            except Exception:  # the collector thread tries again, and reports it
+                logger.debug("generation %s: first submission deferred", self.id, exc_info=True)
         self._thread.start()
         return self
 
@@ -199,7 +209,8 @@ class Generation:
             self._error = exc
         finally:
             try:
-                self.ledger.release_collector(self._token)
+                if not self._released:
+                    self.ledger.release_collector(self._token)
             except redis.RedisError:
                 logger.warning("generation %s: could not release the collector lease", self.id)
             for sink in self.sinks:
@@ -207,8 +218,9 @@ class Generation:
                     sink.close()
                 except Exception:
                     logger.exception("closing sink %s", sink.path)
-            self.client.close()  # its connections; results() after the end reconnects
-            self.app.close()
+            if self._owns_connections:
+                self.client.close()  # its connections; results() after the end reconnects
+                self.app.close()
             if self._on_end is not None:
                 self._on_end()
             if self.local:
@@ -223,12 +235,12 @@ class Generation:
         """
         batch_size = int(self.spec_header.get("batch_size", 50))
         batch_timeout = float(self.spec_header.get("batch_timeout", 2.0))
-        deadline_at = float(self.ledger.state().get("deadline_at", "inf"))
+        deadline_at = float(self.submitter.state.get("deadline_at", "inf"))
         last_id: bytes | str = "0-0"
         batch: list[EvaluationResult] = []
         batch_started = 0.0
         last_progress = time.monotonic()
-        next_state_check = 0.0
+        next_state_check = last_progress + 0.5  # the lease was just taken
         down_since: float | None = None
         while self._seen + len(batch) < self.total:
             try:
@@ -244,7 +256,7 @@ class Generation:
                     batch.extend(self.ledger.stream_results(reply))
                     last_progress = time.monotonic()
                 now = time.monotonic()
-                if now >= next_state_check:
+                if now >= next_state_check and self._seen + len(batch) < self.total:
                     next_state_check = now + 0.5
                     self._renew_lease()
                     self._check_end_early(deadline_at, now - last_progress)
@@ -315,6 +327,7 @@ class Generation:
         for result in batch:
             self._counts[result.status.value] += 1
             self.artifacts_written += bool(result.artifacts)
+            self._tally.add(result)
             self.submitter.auto.observe(result.eval_seconds)
         self._seen += len(batch)
         self._batches += 1
@@ -332,23 +345,25 @@ class Generation:
                 self._callback_error = exc
 
     def _finish(self) -> tuple[str, dict[str, Any]]:
-        """Every result is in: take the chord body's summary, or write one if it never comes."""
-        header_objectives = self.spec_header.get("objectives", {})
-        deadline = time.monotonic() + FINALIZE_GRACE_S
-        while self.ledger.status() == RUNNING and time.monotonic() < deadline:
-            time.sleep(0.05)
-        status = self.ledger.status() or "unknown"
-        summary = self.ledger.summary()
-        if status == RUNNING:
-            logger.warning("generation %s: chord body did not finish; completing here", self.id)
-            summary = summarize(self.ledger.iter_results(), header_objectives, self.ledger.state())
-            summary["status"] = "complete"
-            status = self.ledger.complete(summary, self._retention())
-            summary = self.ledger.summary() or summary
-        elif summary is None or summary.get("status") != status:
-            summary = summarize(self.ledger.iter_results(), header_objectives, self.ledger.state())
-            summary["status"] = status
-            self.ledger.write_summary(summary, self._retention())
+        """Every result is in: complete the generation now, unless it already ended.
+
+        The chord body does the same on the worker side (and alone, when this launcher is gone);
+        the first to complete wins, so the end of a small generation waits on nobody.
+        """
+        # Every result went through _flush; total and created_at are fixed at creation.
+        summary = self._tally.summary(self.submitter.state)
+        summary["status"] = "complete"
+        status, stored = self.ledger.complete_and_read(summary, self._retention(),
+                                                       release=self._token)
+        self._released = True  # released above (or already not ours)
+        if status == "complete":
+            return status, stored or summary  # stored: the chord body's, when it was first
+        # Ended early (deadline, cancel): the closer's summary, or one written here.
+        if stored is not None and stored.get("status") == status:
+            return status, stored
+        summary = self._tally.summary(self.ledger.state())
+        summary["status"] = status
+        self.ledger.write_summary(summary, self._retention())
         return status, summary
 
     def _retention(self) -> int:

@@ -14,29 +14,37 @@ with the state counters and the chord trim, in one MULTI when broker and backend
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import math
 import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from celery import Celery
+from redis.client import Pipeline
 
 from workers.contract import PRIORITIES, Candidate, EvaluationResult, GenerationSpec
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK
 from workers.ledger import Ledger
-from workers.redis_client import connect
+from workers.redis_client import client_for
 
 AUTO_TARGET_S = 1.0  # seconds of evaluation one message carries under chunk_size=auto (a critical
 # arrival waits at most about this long for a busy pool child)
 AUTO_MAX_CHUNK = 512
 AUTO_PROBE = 4  # results to see before auto sizing leaves chunks of one
+# A message costs the worker ~5 ms of its own (bench figure 3), a candidate in a chunk ~0.5 ms
+# besides its evaluation (ledger round trips, validation): splitting the tail into messages
+# of less than ~25 ms of work buys no parallelism, only that cost again per message.
+AUTO_MIN_MESSAGE_S = 0.025
+CANDIDATE_COST_S = 0.0005
 PIPELINE_MESSAGES = 500  # messages per Redis round trip
+PRIME_CANDIDATES = 1000  # candidates a launch hands its submitter from memory
 
 
 def group_id_for(generation_id: str) -> str:
@@ -50,10 +58,20 @@ def create_generation(
     candidates: Iterable[Candidate | dict[str, Any]] | None = None,
 ) -> int:
     """Store the generation (candidates streamed, one Redis list per priority) and set its
-    chord's size to the candidate count, an upper bound on its header tasks; return the count."""
-    total = ledger.create(spec, candidates)
-    app.backend.set_chord_size(group_id_for(spec.id), total)
-    return total
+    chord's size to the candidate count, an upper bound on its header tasks; return the count.
+
+    The chord's size is set as Celery's Redis backend ``set_chord_size`` sets it, in the step
+    that stores the generation's state: the ledger lives on the result backend's Redis.
+    """
+    backend = app.backend  # its key names and expiry only: its own client is never used
+    group_id = group_id_for(spec.id)
+
+    def set_chord_size(pipe: Pipeline, total: int) -> None:
+        pipe.delete(backend.get_key_for_group(group_id, ".c"))  # a finished run's marker
+        pipe.set(backend.get_key_for_group(group_id, ".s"), total,
+                 ex=backend.chord_expires or None)
+
+    return ledger.create(spec, candidates, also=set_chord_size)
 
 
 @dataclass
@@ -75,7 +93,10 @@ class AutoChunk:
         if mean >= 1.0:
             return 1
         wanted = math.ceil(AUTO_TARGET_S / max(mean, 1e-6))
-        return max(1, min(wanted, AUTO_MAX_CHUNK, max(1, remaining // 8)))
+        # An eighth of what remains leaves work for every worker, down to a useful message.
+        useful = math.ceil(AUTO_MIN_MESSAGE_S / (mean + CANDIDATE_COST_S))
+        share = max(remaining // 8, min(useful, remaining))
+        return max(1, min(wanted, AUTO_MAX_CHUNK, share))
 
 
 class TaskMessages:
@@ -123,7 +144,14 @@ class TaskMessages:
 class Submitter:
     """Publishes the generation's remaining chunks while fewer than ``max_in_flight`` are out."""
 
-    def __init__(self, app: Celery, ledger: Ledger, spec_header: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        ledger: Ledger,
+        spec_header: dict[str, Any],
+        state: dict[str, str] | None = None,
+    ) -> None:
+        """``state``: the generation's state, when the caller has just read it."""
         self.app = app
         self.ledger = ledger
         self.generation_id = ledger.generation_id
@@ -131,7 +159,7 @@ class Submitter:
         self.time_limit = float(spec_header["time_limit"])
         self.max_in_flight = int(spec_header["max_in_flight"])
         self.auto = AutoChunk()
-        state = ledger.state()
+        self.state = state = state or ledger.state()  # as it was when this submitter started
         self.total = int(state["total"])
         self.submitted = int(state.get("submitted", 0))
         self.chunks = int(state.get("chunks", 0))
@@ -140,6 +168,8 @@ class Submitter:
         self.cursor = {p: int(state.get(f"s_{p}", 0)) for p in PRIORITIES}
         body = app.signature(FINALIZE_TASK, args=(self.generation_id,), queue="critical")
         self.group_id = group_id_for(self.generation_id)
+        # Named once: the chord's size key, lowered just before its last part is published.
+        self.chord_trim_key = app.backend.get_key_for_group(self.group_id, ".t")
         self.messages = TaskMessages(app, body, self.group_id)
         self.broker = self._broker_client()
         self._buffer: list[Candidate] = []  # fetched, not yet chunked, of _buffer_priority
@@ -151,7 +181,19 @@ class Submitter:
         """The ledger's client when broker and backend are one Redis, else the broker's own."""
         broker_url = str(self.app.conf.broker_url)
         backend_url = str(self.app.conf.result_backend or broker_url)
-        return self.ledger.client if broker_url == backend_url else connect(broker_url)
+        # A broker of its own: this process's one client for it, not a new one per generation.
+        return self.ledger.client if broker_url == backend_url else client_for(broker_url)
+
+    def prime(self, candidates: Sequence[Candidate]) -> None:
+        """Hand over the population just stored, in its order, so that the first chunks need
+        no read back from Redis; ignored once anything was published."""
+        if self.submitted or self._buffer:
+            return
+        priority = next((p for p in PRIORITIES if self.totals[p]), None)
+        if priority is not None:
+            first = (c for c in candidates if c.priority.value == priority)
+            self._buffer = list(itertools.islice(first, PRIME_CANDIDATES))
+            self._buffer_priority = priority
 
     @property
     def done(self) -> bool:
@@ -242,8 +284,7 @@ class Submitter:
             # the last part can return (same MULTI, or a step ahead when Redis is split).
             surplus = self.total - (self.chunks + len(chunks))
             if surplus:
-                chord_key = self.app.backend.get_key_for_group(self.group_id, ".t")
-                state.eval(_TRIM_SCRIPT, 2, keys.state, chord_key, surplus)
+                state.eval(_TRIM_SCRIPT, 2, keys.state, self.chord_trim_key, surplus)
                 if not same_redis:
                     state.execute()
         pipe = state if same_redis else self.broker.pipeline(transaction=False)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from workers import metrics
 from workers.contract import (
@@ -87,15 +88,20 @@ return 0
 """
 
 # What a task needs before it evaluates, in one round trip: is the generation open, which of
-# its candidates already have a result, and (for a lone candidate) count the attempt now.
+# its candidates already have a result, (for a lone candidate) count the attempt now, and (when
+# ARGV[2] is 1) the generation's header, '' if it has none.
 # A deleted or expired generation (no state) is closed: its queued messages are skipped.
 _BEGIN_SCRIPT = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'running' then
   return {0}
 end
-local out = {1}
-for i = 2, #ARGV do
+local header = ''
+if ARGV[2] == '1' then
+  header = redis.call('GET', KEYS[4]) or ''
+end
+local out = {1, header}
+for i = 3, #ARGV do
   local done = redis.call('HEXISTS', KEYS[2], ARGV[i])
   local attempt = 0
   if done == 0 and ARGV[1] == '1' then
@@ -118,6 +124,7 @@ class TaskStart:
 
     recorded: set[str] = field(default_factory=set)
     attempts: dict[str, int] = field(default_factory=dict)
+    header: GenerationHeader | None = None  # when asked for
 
 
 class GenerationNotFound(LookupError):
@@ -134,18 +141,23 @@ class Ledger:
         self._record = client.register_script(_RECORD_SCRIPT)
         self._begin = client.register_script(_BEGIN_SCRIPT)
         self._close = client.register_script(_CLOSE_SCRIPT)
-        self._complete = client.register_script(_COMPLETE_SCRIPT)
         self._claim = client.register_script(_CLAIM_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
 
     # -- creating -------------------------------------------------------------
     def create(
-        self, spec: GenerationSpec, candidates: Iterable[Candidate | dict[str, Any]] | None = None
+        self,
+        spec: GenerationSpec,
+        candidates: Iterable[Candidate | dict[str, Any]] | None = None,
+        *,
+        also: Callable[[Pipeline, int], object] | None = None,
     ) -> int:
         """Store the spec, its candidates (one list per priority) and a fresh state.
 
         ``candidates`` (default: the spec's own) is streamed in batches, so a population read
-        from a file is never held in memory. Refuses an id already in use; returns the count.
+        from a file is never held in memory. ``also(pipeline, total)`` adds commands to the
+        step that stores the state (a population of up to 1,000 is stored in that one round
+        trip). Refuses an id already in use; returns the count.
         """
         if not self.client.hsetnx(self.keys.state, "status", RUNNING):
             raise ValueError(
@@ -153,16 +165,21 @@ class Ledger:
                 f"removes it, `evofleet resume {spec.id}` re-attaches"
             )
         try:
-            return self._store(spec, spec.candidates if candidates is None else candidates)
+            return self._store(spec, spec.candidates if candidates is None else candidates, also)
         except BaseException:
             # A bad population (or an iterator that raised) leaves nothing behind: the same id
             # can be launched again.
             self.client.delete(*self.keys.all())
             raise
 
-    def _store(self, spec: GenerationSpec, candidates: Iterable[Candidate | dict[str, Any]]) -> int:
+    def _store(
+        self,
+        spec: GenerationSpec,
+        candidates: Iterable[Candidate | dict[str, Any]],
+        also: Callable[[Pipeline, int], object] | None,
+    ) -> int:
         now = time.time()
-        self.client.set(self.keys.header, json.dumps(spec.header()))
+        header = json.dumps(spec.header())
         totals = dict.fromkeys(PRIORITIES, 0)
         seen: set[str] = set()
         batch: list[Candidate] = []
@@ -173,13 +190,16 @@ class Ledger:
             seen.add(candidate.id)
             batch.append(candidate)
             if len(batch) == 1000:
-                self._push(batch, totals)
+                with self.client.pipeline(transaction=False) as pipe:
+                    self._push(pipe, batch, totals)
+                    pipe.execute()
                 batch = []
-        self._push(batch, totals)
-        total = sum(totals.values())
-        if total == 0:
+        if not any(totals.values()) and not batch:
             raise ValueError(f"generation {spec.id!r} has no candidates")
         with self.client.pipeline(transaction=False) as pipe:
+            self._push(pipe, batch, totals)
+            total = sum(totals.values())
+            pipe.set(self.keys.header, header)
             pipe.hset(
                 self.keys.state,
                 mapping={
@@ -193,19 +213,17 @@ class Ledger:
                 },
             )
             pipe.zadd(GENERATIONS_INDEX, {self.generation_id: now})
+            if also is not None:
+                also(pipe, total)
             pipe.execute()
         return total
 
-    def _push(self, batch: list[Candidate], totals: dict[str, int]) -> None:
-        if not batch:
-            return
-        with self.client.pipeline(transaction=False) as pipe:
-            for priority in PRIORITIES:
-                rows = [c.model_dump_json() for c in batch if c.priority.value == priority]
-                if rows:
-                    pipe.rpush(self.keys.candidates(priority), *rows)
-                    totals[priority] += len(rows)
-            pipe.execute()
+    def _push(self, pipe: Pipeline, batch: list[Candidate], totals: dict[str, int]) -> None:
+        for priority in PRIORITIES:
+            rows = [c.model_dump_json() for c in batch if c.priority.value == priority]
+            if rows:
+                pipe.rpush(self.keys.candidates(priority), *rows)
+                totals[priority] += len(rows)
 
     def exists(self) -> bool:
         return bool(self.client.exists(self.keys.state))
@@ -256,17 +274,24 @@ class Ledger:
                 results.append(EvaluationResult.model_validate_json(raw))
         return results
 
-    def begin(self, candidate_ids: Sequence[str], *, count_attempts: bool) -> TaskStart | None:
+    def begin(
+        self, candidate_ids: Sequence[str], *, count_attempts: bool, with_header: bool = False
+    ) -> TaskStart | None:
         """One round trip before evaluating: None when the generation is closed, else which
-        candidates already have a result and, with ``count_attempts``, the attempt each starts."""
+        candidates already have a result, with ``count_attempts`` the attempt each starts, and
+        with ``with_header`` the header (GenerationNotFound if there is none)."""
         reply = self._begin(
-            keys=[self.keys.state, self.keys.results, self.keys.attempts],
-            args=["1" if count_attempts else "0", *candidate_ids],
+            keys=[self.keys.state, self.keys.results, self.keys.attempts, self.keys.header],
+            args=["1" if count_attempts else "0", "1" if with_header else "0", *candidate_ids],
         )
         if not reply[0]:
             return None
-        flags = reply[1:]
+        flags = reply[2:]
         start = TaskStart()
+        if with_header:
+            if not reply[1]:
+                raise GenerationNotFound(self.generation_id)
+            start.header = GenerationHeader.model_validate_json(reply[1])
         for index, candidate_id in enumerate(candidate_ids):
             done, attempt = flags[2 * index], flags[2 * index + 1]
             if done:
@@ -334,6 +359,18 @@ class Ledger:
         state["generation_id"] = self.generation_id
         return state
 
+    def header_and_state(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The header (``{}`` if none) and the state (as ``state``), in one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.header)
+            pipe.hgetall(self.keys.state)
+            header, raw = pipe.execute()
+        if not raw:
+            raise GenerationNotFound(self.generation_id)
+        state = {_text(k): _text(v) for k, v in raw.items()}
+        state["generation_id"] = self.generation_id
+        return (json.loads(header) if header else {}), state
+
     def status(self) -> str | None:
         value = self.client.hget(self.keys.state, "status")
         return None if value is None else _text(value)
@@ -349,19 +386,36 @@ class Ledger:
 
     def complete(self, summary: dict[str, Any], retention_s: int | None) -> str:
         """Mark a running generation complete with its summary; return the end state."""
-        ended = self._complete(
-            keys=[self.keys.state, self.keys.summary], args=[json.dumps(summary), time.time()]
+        return self.complete_and_read(summary, retention_s)[0]
+
+    def complete_and_read(
+        self, summary: dict[str, Any], retention_s: int | None, *, release: str | None = None
+    ) -> tuple[str, dict[str, Any] | None]:
+        """``complete``, and read back the summary stored now (this one, or the one of whoever
+        ended the generation first), with the expiry and (``release``: the holder's token) the
+        collector lease's release, in one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            if release is not None:
+                pipe.eval(_RELEASE_SCRIPT, 1, self.keys.collector, release)
+            # EVAL, not the registered script: a pipeline checks its scripts with a round trip
+            # of its own (SCRIPT EXISTS) before every execute.
+            pipe.eval(_COMPLETE_SCRIPT, 2, self.keys.state, self.keys.summary,
+                      json.dumps(summary), time.time())
+            self._expire(pipe, retention_s)
+            pipe.get(self.keys.summary)
+            replies = pipe.execute()
+        ended, stored = replies[1 if release is not None else 0], replies[-1]
+        return (
+            _text(ended) if ended is not None else "unknown",
+            None if stored is None else json.loads(stored),
         )
-        self.expire(retention_s)
-        return _text(ended) if ended is not None else "unknown"
 
     def expire(self, retention_s: int | None) -> None:
         """Let every key of the generation expire after ``retention_s``."""
         if not retention_s:
             return
         with self.client.pipeline(transaction=False) as pipe:
-            for key in self.keys.all():
-                pipe.expire(key, retention_s)
+            self._expire(pipe, retention_s)
             pipe.execute()
 
     def delete(self) -> int:
@@ -371,6 +425,14 @@ class Ledger:
             pipe.zrem(GENERATIONS_INDEX, self.generation_id)
             removed, _ = pipe.execute()
         return int(removed)
+
+    def _expire(self, pipe: Pipeline, retention_s: int | None) -> None:
+        if not retention_s:
+            return
+        for key in self.keys.all():
+            pipe.expire(key, retention_s)
+        # The index keeps no generation whose keys may be gone: those created before that.
+        pipe.zremrangebyscore(GENERATIONS_INDEX, "-inf", f"({time.time() - retention_s}")
 
     def write_summary(self, summary: dict[str, Any], retention_s: int | None) -> None:
         self.client.set(self.keys.summary, json.dumps(summary))

@@ -10,10 +10,14 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 
-def connect(url: str, *, socket_timeout_s: float = 30.0) -> redis.Redis:
-    """A client that reconnects with backoff when Redis restarts."""
+def connect(
+    url: str, *, socket_timeout_s: float = 30.0, max_connections: int | None = None
+) -> redis.Redis:
+    """A client that reconnects with backoff when Redis restarts (``max_connections``: its
+    pool's cap, redis-py's 100 when None)."""
     client = redis.Redis.from_url(
         url,
+        max_connections=max_connections,
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=10.0,
         health_check_interval=15,

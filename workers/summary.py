@@ -133,7 +133,9 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     }
 
 
-class _Accumulator:
+class SummaryBuilder:
+    """Takes results one at a time (as a collector reads them) and builds the summary."""
+
     def __init__(self, objectives: Mapping[str, str]) -> None:
         self.objectives = objectives
         self.signs = {n: -1.0 if d == "max" else 1.0 for n, d in objectives.items()}
@@ -202,6 +204,44 @@ class _Accumulator:
             for name, heap in self.top.items()
         }
 
+    def summary(self, state: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The summary of the results added so far (``state``: the generation's state hash)."""
+        state = state or {}
+        created = float(state.get("created_at") or self.first_start or time.time())
+        finished = float(state.get("finished_at") or self.last_finish or time.time())
+        wall = max(finished - created, 1e-9)
+        total = sum(self.counts.values())
+        top = self.top_k()
+        per_worker = []
+        for (worker, device), seconds in sorted(self.eval_seconds.items()):
+            # Pool children sharing a device (CPU workers) appear as one entry: divide by as many
+            # as ever ran at once, so utilization stays a fraction of the time they had.
+            slots = max(1, max_overlap(*self.spans[(worker, device)]))
+            per_worker.append(
+                {
+                    "worker": worker,
+                    "device": device,
+                    "candidates": len(seconds),
+                    "slots": slots,
+                    "eval_seconds": _stats(seconds),
+                    "utilization": sum(seconds) / (wall * slots),
+                }
+            )
+        return {
+            "generation_id": state.get("generation_id"),
+            "total": int(state.get("total") or total),
+            "recorded": total,
+            "counts": {status.value: self.counts.get(status.value, 0) for status in Status},
+            "best": {name: (items[0] if items else None) for name, items in top.items()},
+            "top_k": top,
+            "pareto_front": self.front.as_list(),
+            "wall_seconds": wall,
+            "throughput_per_s": total / wall,
+            "per_worker": per_worker,
+            "queue_wait_seconds": {p: _stats(v) for p, v in sorted(self.queue_wait.items())},
+            "failed": {status: sorted(ids) for status, ids in sorted(self.failed.items())},
+        }
+
 
 def max_overlap(starts: Iterable[float], ends: Iterable[float]) -> int:
     """The most intervals running at once (one that ends as another starts frees its slot)."""
@@ -227,41 +267,7 @@ def summarize(
     order, then the smallest candidate id; ``best`` is top-k's first, so it is always on the
     front and is the id its front point names (a point names its smallest candidate id).
     """
-    acc = _Accumulator(objectives)
+    builder = SummaryBuilder(objectives)
     for result in results:
-        acc.add(result)
-    state = state or {}
-    created = float(state.get("created_at") or acc.first_start or time.time())
-    finished = float(state.get("finished_at") or acc.last_finish or time.time())
-    wall = max(finished - created, 1e-9)
-    total = sum(acc.counts.values())
-    top = acc.top_k()
-    per_worker = []
-    for (worker, device), seconds in sorted(acc.eval_seconds.items()):
-        # Pool children sharing a device (CPU workers) appear as one entry: divide by as many
-        # as ever ran at once, so utilization stays a fraction of the time they had.
-        slots = max(1, max_overlap(*acc.spans[(worker, device)]))
-        per_worker.append(
-            {
-                "worker": worker,
-                "device": device,
-                "candidates": len(seconds),
-                "slots": slots,
-                "eval_seconds": _stats(seconds),
-                "utilization": sum(seconds) / (wall * slots),
-            }
-        )
-    return {
-        "generation_id": state.get("generation_id"),
-        "total": int(state.get("total") or total),
-        "recorded": total,
-        "counts": {status.value: acc.counts.get(status.value, 0) for status in Status},
-        "best": {name: (items[0] if items else None) for name, items in top.items()},
-        "top_k": top,
-        "pareto_front": acc.front.as_list(),
-        "wall_seconds": wall,
-        "throughput_per_s": total / wall,
-        "per_worker": per_worker,
-        "queue_wait_seconds": {p: _stats(v) for p, v in sorted(acc.queue_wait.items())},
-        "failed": {status: sorted(ids) for status, ids in sorted(acc.failed.items())},
-    }
+        builder.add(result)
+    return builder.summary(state)

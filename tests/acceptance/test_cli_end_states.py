@@ -111,6 +111,8 @@ def test_deadline_records_timeouts_writes_partial_results_and_exits_3(
 def test_status_then_cancel_ends_the_launcher_and_results_exports_everything(
     cluster: Cluster, tmp_path: Path
 ) -> None:
+    # 8 s of work for 2 pool children: the two CLI calls below must come first even on a busy
+    # machine (at 0.4 s each, a generation ended in 3.5 s while they took 5 s under load).
     candidates = [
         {"id": f"c{i}", "priority": ("high", "low")[i % 2], "params": {"seconds": 1.0}}
         for i in range(16)  # 8 s on 2 children: status and cancel arrive in time under load

@@ -30,8 +30,14 @@ def test_auto_caps_and_leaves_work_for_every_worker() -> None:
     for _ in range(AUTO_PROBE):
         fast.observe(0.0)
     assert fast.size(1_000_000) == AUTO_MAX_CHUNK
-    assert fast.size(80) == 10  # no more than an eighth of what remains
-    assert fast.size(3) == 1
+    assert fast.size(2_000) == 250  # no more than an eighth of what remains
+    # ... unless that leaves a message too little work to be worth its own cost (~25 ms)
+    assert fast.size(80) == 50
+    assert fast.size(3) == 3
+    medium = AutoChunk()
+    for _ in range(AUTO_PROBE):
+        medium.observe(0.01)
+    assert medium.size(80) == 10  # 10 ms each: an eighth is already worth a message
 
 
 def test_auto_keeps_one_for_evaluations_of_a_second_or_more() -> None:
