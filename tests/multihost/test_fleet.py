@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +26,23 @@ from tests.multihost.conftest import (
 from workers.contract import EvaluationResult, Status
 
 pytestmark = [pytest.mark.multihost, pytest.mark.slow]
+PARTITION_S = 60
 
 
 def sleepers(n: int, seconds: float, log: Path, prefix: str = "c") -> list[dict[str, Any]]:
-    return [{"id": f"{prefix}{i:03d}", "params": {"seconds": seconds, "value": i, "log": str(log)}}
+    done = log.with_suffix(".done")
+    return [{"id": f"{prefix}{i:03d}",
+             "params": {"seconds": seconds, "value": i, "log": str(log), "done_log": str(done)}}
             for i in range(n)]
 
 
 def running_on(fleet: Fleet, host: str, log: Path) -> set[str]:
-    """Candidates started by ``host``'s pool children (from the evaluator's own log)."""
+    """Candidates ``host``'s pool children are evaluating now (from the evaluator's own logs)."""
     children = fleet.children(host)
     lines = log.read_text().splitlines() if log.exists() else []
-    return {cid for cid, pid in (line.split() for line in lines) if int(pid) in children}
+    started = {cid for cid, pid in (line.split() for line in lines) if int(pid) in children}
+    done = log.with_suffix(".done")
+    return started - set(done.read_text().split() if done.exists() else [])
 
 
 def figures(results: list[EvaluationResult], wall_s: float) -> dict[str, float]:
@@ -91,8 +97,9 @@ def test_latency_on_every_link_loses_nothing(fleet: Fleet) -> None:
 
 @pytest.mark.timeout(300)
 def test_partitioned_node_loses_and_doubles_nothing_and_recovers(fleet: Fleet) -> None:
-    """node1 is cut off from Redis for longer than the visibility timeout while it runs
+    """node1 is cut off from Redis for 60 s, past the visibility timeout, while it runs
     candidates: node2 re-runs them, the first result wins, node1 works again once healed."""
+    assert PARTITION_S > VISIBILITY_TIMEOUT_S + 10  # a restore sweep re-delivers within it
     log = fleet.fabric.workdir / "partition-runs.log"
     candidates = sleepers(16, 3.0, log)
     spec = fleet.write_spec("partition", candidates)
@@ -102,10 +109,21 @@ def test_partitioned_node_loses_and_doubles_nothing_and_recovers(fleet: Fleet) -
         fleet, "node1", log), 60, "both of node1's children to run a candidate")
     fleet.fabric.cut("node1")
     cut_at = time.monotonic()
-    # Held past the visibility timeout plus a restore sweep: node2 re-runs node1's candidates.
-    time.sleep(VISIBILITY_TIMEOUT_S + 15)
+    # Past the visibility timeout (node2 re-runs node1's candidates) and long enough for TCP's
+    # retransmission backoff to matter: node1's commands in flight wait up to ~50 s more.
+    time.sleep(PARTITION_S)
     fleet.fabric.heal("node1")
     healed_at = time.monotonic()
+    healed_wall = datetime.now(UTC)
+
+    # node1 recovers without a restart: same process, and it takes work again at once. It
+    # stayed stuck ~25 s after this heal without a broker socket_timeout (workers/celery_app.py),
+    # while node2 alone ran this generation in ~15 s.
+    log2 = fleet.fabric.workdir / "after-partition-runs.log"
+    after = sleepers(24, 1.0, log2, prefix="a")
+    spec2 = fleet.write_spec("after-partition", after)
+    launcher2 = fleet.launch(spec2)
+
     assert fleet.finish(launcher, spec, 120) == 0
     results = assert_one_result_each(fleet, spec, [c["id"] for c in candidates])
     assert all(r.status is Status.ok for r in results.values())
@@ -114,20 +132,16 @@ def test_partitioned_node_loses_and_doubles_nothing_and_recovers(fleet: Fleet) -
         assert started[cid] == 2
         assert results[cid].worker == fleet.fabric.worker_name("node2")
         assert results[cid].attempts == 2
-    print(f"\npartition: node1 cut {healed_at - cut_at:.1f}s while running {sorted(cut_off)}; "
-          f"generation done {time.monotonic() - cut_at:.1f}s after the cut")
 
-    # node1 recovers without a restart: same process, and it records results again.
-    assert fleet.workers["node1"].pid == node1_pid and fleet.alive("node1")
-    log2 = fleet.fabric.workdir / "after-partition-runs.log"
-    after = sleepers(12, 1.0, log2, prefix="a")
-    spec2 = fleet.write_spec("after-partition", after)
-    assert fleet.finish(fleet.launch(spec2), spec2, 120) == 0
+    assert fleet.finish(launcher2, spec2, 120) == 0
     results2 = assert_one_result_each(fleet, spec2, [c["id"] for c in after])
+    assert fleet.workers["node1"].pid == node1_pid and fleet.alive("node1")
     by_node1 = [r for r in results2.values() if r.worker == fleet.fabric.worker_name("node1")]
-    assert by_node1, "node1 recorded nothing after the partition healed"
-    print(f"after healing: node1 recorded {len(by_node1)} of {len(after)}, "
-          f"{time.monotonic() - healed_at:.1f}s after the heal")
+    assert by_node1, "node1 took no work after the partition healed"
+    back_after = min((r.finished_at - healed_wall).total_seconds() for r in by_node1 if r.finished_at)
+    print(f"\npartition: node1 cut {healed_at - cut_at:.0f}s while running {sorted(cut_off)}; "
+          f"node2 re-ran them; node1's first result {back_after:.1f}s after the heal, "
+          f"{len(by_node1)} of {len(after)} of the next generation")
 
 
 @pytest.mark.timeout(240)
@@ -174,7 +188,7 @@ def test_node_joins_mid_generation_and_a_node_leaves_warmly(fleet: Fleet) -> Non
     assert all(r.status is Status.ok for r in results.values())
     workers = {cid: (r.worker or "").split("@")[0] for cid, r in results.items()}
     assert "node3" in workers.values(), "the node that joined took no work"
-    for cid in leaving:  # finished by the leaving node, not re-run elsewhere
+    for cid in leaving:  # finished by the leaving node (warm shutdown), not re-run elsewhere
         assert workers[cid] == "node1"
         assert runs(log)[cid] == 1
     print(f"\njoin/leave: node3 recorded {list(workers.values()).count('node3')} of "
