@@ -42,15 +42,25 @@ HOST_OCTETS = {"redis": 2, "node1": 11, "node2": 12, "node3": 13, "launcher": 20
 _LIVE: list[Fabric] = []
 
 
+def _sbin(name: str) -> str | None:
+    """A system tool, also where a non-login PATH leaves out /usr/sbin."""
+    return shutil.which(name) or next(
+        (path for path in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(path, os.X_OK)), None
+    )
+
+
+IP = _sbin("ip") or "ip"
+
+
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True, timeout=30)
+    return subprocess.run([IP, *args], check=check, capture_output=True, text=True, timeout=30)
 
 
 def unavailable_reason() -> str | None:
     """Why this machine cannot build a fabric (None when it can)."""
     if os.geteuid() != 0:
         return "multihost tests need root (ip netns)"
-    if shutil.which("ip") is None:
+    if _sbin("ip") is None:
         return "multihost tests need iproute2's `ip`"
     probe = f"{NS_PREFIX}{os.getpid()}-probe"
     try:
@@ -168,7 +178,7 @@ class Fabric:
         self._logs.append(out)
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         process = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns(host), *argv], env=full_env, cwd=ROOT,
+            [IP, "netns", "exec", self.ns(host), *argv], env=full_env, cwd=ROOT,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.processes.append(process)
@@ -240,7 +250,7 @@ class Fabric:
         """
         if self._netem_works():
             for host in self.hosts:
-                ip("netns", "exec", self.ns(host), "tc", "qdisc", "replace", "dev",
+                ip("netns", "exec", self.ns(host), _sbin("tc") or "tc", "qdisc", "replace", "dev",
                    f"ef{self.tag}h{HOST_OCTETS[host]}", "root", "netem", "delay",
                    f"{delay_ms}ms", f"{jitter_ms}ms")
             self.latency_method = "tc netem on every cable"
@@ -268,9 +278,12 @@ class Fabric:
         return self.call("launcher", ping)
 
     def _netem_works(self) -> bool:
-        probe = ip("netns", "exec", self.switch, "tc", "qdisc", "add", "dev", "lo", "root",
+        tc = _sbin("tc")
+        if tc is None:
+            return False
+        probe = ip("netns", "exec", self.switch, tc, "qdisc", "add", "dev", "lo", "root",
                    "netem", "delay", "1ms", check=False)
-        ip("netns", "exec", self.switch, "tc", "qdisc", "del", "dev", "lo", "root", check=False)
+        ip("netns", "exec", self.switch, tc, "qdisc", "del", "dev", "lo", "root", check=False)
         return probe.returncode == 0
 
     # -- workers ----------------------------------------------------------------
