@@ -6,10 +6,12 @@ import logging
 import math
 import os
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+import redis
 from celery import Task
 
 from workers import devices
@@ -30,6 +32,7 @@ from workers.redis_client import client_for
 from workers.summary import summarize
 
 logger = logging.getLogger(__name__)
+RECORD_RETRY_S = 2.0  # between attempts to record a finished result while Redis is away
 
 
 def _ledger(generation_id: str) -> Ledger:
@@ -201,7 +204,8 @@ class ChunkRunner:
         scores: dict[str, float] | None = None,
         error: Any = None,
     ) -> None:
-        self.ledger.record(
+        record_when_reachable(
+            self.ledger,
             EvaluationResult(
                 generation_id=self.header.id,
                 candidate_id=candidate.id,
@@ -215,8 +219,27 @@ class ChunkRunner:
                 submitted_at=self.submitted_at,
                 started_at=started,
                 finished_at=utc_now(),
-            )
+            ),
         )
+
+
+def record_when_reachable(ledger: Ledger, result: EvaluationResult) -> None:
+    """Record ``result``, waiting out a Redis that cannot be reached (a partition, a restart).
+
+    Unreachable Redis is not the candidate's failure: when the client's own retries ran out,
+    the result used to fall into the evaluator's ``except`` and be recorded as an ``error``
+    (ConnectionError) once Redis was back. The first result wins, so if another node re-ran
+    the candidate meanwhile (past the visibility timeout), this one is dropped; the task's
+    hard time limit still bounds the wait.
+    """
+    while True:
+        try:
+            ledger.record(result)
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            logger.warning("candidate %s: result kept until Redis answers again (%s)",
+                           result.candidate_id, exc)
+            time.sleep(RECORD_RETRY_S)
 
 
 @app.task(name=FINALIZE_TASK, acks_late=True)

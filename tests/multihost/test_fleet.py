@@ -27,6 +27,7 @@ from workers.contract import EvaluationResult, Status
 
 pytestmark = [pytest.mark.multihost, pytest.mark.slow]
 PARTITION_S = 60
+REDIS_DOWN_S = 40  # past the ledger client's own retries (~30 s)
 
 
 def sleepers(n: int, seconds: float, log: Path, prefix: str = "c") -> list[dict[str, Any]]:
@@ -197,7 +198,9 @@ def test_node_joins_mid_generation_and_a_node_leaves_warmly(fleet: Fleet) -> Non
 
 @pytest.mark.timeout(240)
 def test_redis_host_restart_keeps_one_result_each(fleet: Fleet) -> None:
-    """Redis stops (AOF flushed) while both nodes run candidates and comes back 5 s later."""
+    """Redis stops (AOF flushed) while both nodes run candidates and comes back 40 s later,
+    as a host reboot would: the candidates that finished meanwhile are recorded ``ok`` (they
+    were recorded as a ConnectionError ``error`` once the client's ~30 s of retries ran out)."""
     log = fleet.fabric.workdir / "redis-restart-runs.log"
     candidates = sleepers(24, 0.5, log)
     spec = fleet.write_spec("redis-restart", candidates)
@@ -209,12 +212,14 @@ def test_redis_host_restart_keeps_one_result_each(fleet: Fleet) -> None:
     before = {r.candidate_id: r for r in fleet.ledger_view(generation)["results"]}
     fleet.fabric.stop_redis()
     down_at = time.monotonic()
-    time.sleep(5)
+    time.sleep(REDIS_DOWN_S)
     fleet.fabric.start_redis()
     assert fleet.finish(launcher, spec, 120) == 0
     results = assert_one_result_each(fleet, spec, [c["id"] for c in candidates])
-    assert all(r.status is Status.ok for r in results.values())
+    not_ok = {cid: r.error for cid, r in results.items() if r.status is not Status.ok}
+    assert not not_ok, not_ok
     for cid, result in before.items():  # recorded before the restart: survived it unchanged
         assert results[cid] == result
     assert fleet.alive("node1") and fleet.alive("node2")
-    print(f"\nredis restart: down 5s, generation done {time.monotonic() - down_at:.1f}s after")
+    print(f"\nredis restart: down {REDIS_DOWN_S}s, generation done "
+          f"{time.monotonic() - down_at:.1f}s after the stop")
