@@ -30,6 +30,9 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         # every 10th 10 s tick, so a lost node's candidates waited up to 100 s more).
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
         "unacked_restore_throttle": 1,
+        # A node cut off while it held the sweep's lock kept every node from re-delivering
+        # for kombu's default 300 s (tests/multihost partition); a sweep takes milliseconds.
+        "unacked_mutex_expire": 30,
         # Across racks a partition leaves connections half-open (no RST). Without a socket
         # timeout a synchronous command on one (the restore sweep's lock, an ack, an event)
         # blocked the worker's event loop until TCP gave up: a node cut off 90 s still took
