@@ -75,27 +75,6 @@ def run_zdt(fleet: Fleet, name: str, url: str, n: int, chunk_size: int | str) ->
     return figures(list(results.values()), wall)
 
 
-@pytest.mark.timeout(420)
-def test_latency_on_every_link_loses_nothing(fleet: Fleet) -> None:
-    """200 candidates with 20 +- 5 ms on every link, against the same fleet without it."""
-    rows = {}
-    for chunk in (1, "auto"):
-        rows[f"no delay, chunk_size {chunk}"] = run_zdt(fleet, f"lat0-{chunk}", fleet.url, 200, chunk)
-    slow_url = fleet.fabric.add_latency(20, 5)
-    for host in NODES:
-        fleet.stop_node(host)
-    fleet.start_nodes(*NODES, url=slow_url)
-    for chunk in (1, "auto"):
-        rows[f"20+-5 ms, chunk_size {chunk}"] = run_zdt(fleet, f"lat20-{chunk}", slow_url, 200, chunk)
-    for host in NODES:  # back on the direct links for the next test
-        fleet.stop_node(host)
-    print(f"\nlatency via: {fleet.fabric.latency_method}")
-    print(f"{'200 zdt1 candidates, 2 nodes x 2 children':40} " + " ".join(
-        f"{k:>16}" for k in next(iter(rows.values()))))
-    for name, row in rows.items():
-        print(f"{name:40} " + " ".join(f"{v:16.2f}" for v in row.values()))
-
-
 @pytest.mark.timeout(300)
 def test_partitioned_node_loses_and_doubles_nothing_and_recovers(fleet: Fleet) -> None:
     """node1 is cut off from Redis for 60 s, past the visibility timeout, while it runs
@@ -172,31 +151,6 @@ def test_generation_completes_while_the_launcher_is_cut_off(fleet: Fleet) -> Non
 
 
 @pytest.mark.timeout(240)
-def test_node_joins_mid_generation_and_a_node_leaves_warmly(fleet: Fleet) -> None:
-    """node3 starts after the launch and takes work; node1 gets SIGTERM while running
-    candidates: they finish (warm shutdown) and nothing is lost or doubled."""
-    log = fleet.fabric.workdir / "join-leave-runs.log"
-    candidates = sleepers(40, 2.0, log)
-    spec = fleet.write_spec("join-leave", candidates)
-    generation = fleet.generation_id(spec)
-    launcher = fleet.launch(spec)
-    wait_until(lambda: fleet.recorded(generation) >= 1, 60, "the first results")
-    fleet.start_nodes("node3")
-    leaving = wait_until(lambda: running_on(fleet, "node1", log), 30, "node1 to run a candidate")
-    assert fleet.stop_node("node1") == 0  # waits for node1's running candidates
-    assert fleet.finish(launcher, spec, 120) == 0
-    results = assert_one_result_each(fleet, spec, [c["id"] for c in candidates])
-    assert all(r.status is Status.ok for r in results.values())
-    workers = {cid: (r.worker or "").split("@")[0] for cid, r in results.items()}
-    assert "node3" in workers.values(), "the node that joined took no work"
-    for cid in leaving:  # finished by the leaving node (warm shutdown), not re-run elsewhere
-        assert workers[cid] == "node1"
-        assert runs(log)[cid] == 1
-    print(f"\njoin/leave: node3 recorded {list(workers.values()).count('node3')} of "
-          f"{len(candidates)}; node1 finished {sorted(leaving)} while shutting down")
-
-
-@pytest.mark.timeout(240)
 def test_redis_host_restart_keeps_one_result_each(fleet: Fleet) -> None:
     """Redis stops (AOF flushed) while both nodes run candidates and comes back 40 s later,
     as a host reboot would: the candidates that finished meanwhile are recorded ``ok`` (they
@@ -223,3 +177,49 @@ def test_redis_host_restart_keeps_one_result_each(fleet: Fleet) -> None:
     assert fleet.alive("node1") and fleet.alive("node2")
     print(f"\nredis restart: down {REDIS_DOWN_S}s, generation done "
           f"{time.monotonic() - down_at:.1f}s after the stop")
+
+
+@pytest.mark.timeout(240)
+def test_node_joins_mid_generation_and_a_node_leaves_warmly(fleet: Fleet) -> None:
+    """node3 starts after the launch and takes work; node1 gets SIGTERM while running
+    candidates: they finish (warm shutdown) and nothing is lost or doubled."""
+    log = fleet.fabric.workdir / "join-leave-runs.log"
+    candidates = sleepers(40, 2.0, log)
+    spec = fleet.write_spec("join-leave", candidates)
+    generation = fleet.generation_id(spec)
+    launcher = fleet.launch(spec)
+    wait_until(lambda: fleet.recorded(generation) >= 1, 60, "the first results")
+    fleet.start_nodes("node3")
+    leaving = wait_until(lambda: running_on(fleet, "node1", log), 30, "node1 to run a candidate")
+    assert fleet.stop_node("node1") == 0  # waits for node1's running candidates
+    assert fleet.finish(launcher, spec, 120) == 0
+    results = assert_one_result_each(fleet, spec, [c["id"] for c in candidates])
+    assert all(r.status is Status.ok for r in results.values())
+    workers = {cid: (r.worker or "").split("@")[0] for cid, r in results.items()}
+    assert "node3" in workers.values(), "the node that joined took no work"
+    for cid in leaving:  # finished by the leaving node (warm shutdown), not re-run elsewhere
+        assert workers[cid] == "node1"
+        assert runs(log)[cid] == 1
+    print(f"\njoin/leave: node3 recorded {list(workers.values()).count('node3')} of "
+          f"{len(candidates)}; node1 finished {sorted(leaving)} while shutting down")
+
+
+@pytest.mark.timeout(420)
+def test_latency_on_every_link_loses_nothing(fleet: Fleet) -> None:
+    """200 candidates with 20 +- 5 ms on every link, against the same fleet without it."""
+    rows = {}
+    for chunk in (1, "auto"):
+        rows[f"no delay, chunk_size {chunk}"] = run_zdt(fleet, f"lat0-{chunk}", fleet.url, 200, chunk)
+    slow_url = fleet.fabric.add_latency(20, 5)
+    for host in NODES:
+        fleet.stop_node(host)
+    fleet.start_nodes(*NODES, url=slow_url)
+    for chunk in (1, "auto"):
+        rows[f"20+-5 ms, chunk_size {chunk}"] = run_zdt(fleet, f"lat20-{chunk}", slow_url, 200, chunk)
+    for host in NODES:  # back on the direct links for the next test
+        fleet.stop_node(host)
+    print(f"\nlatency via: {fleet.fabric.latency_method}")
+    print(f"{'200 zdt1 candidates, 2 nodes x 2 children':40} " + " ".join(
+        f"{k:>16}" for k in next(iter(rows.values()))))
+    for name, row in rows.items():
+        print(f"{name:40} " + " ".join(f"{v:16.2f}" for v in row.values()))
