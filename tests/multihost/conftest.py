@@ -118,12 +118,16 @@ class Fleet:
         return [EvaluationResult.model_validate_json(line) for line in lines]
 
     def finish(self, process: subprocess.Popen[bytes], spec: Path, timeout_s: float) -> int:
-        """Wait for a launcher; its log goes into the failure message."""
+        """Wait for a launcher; its log and the candidates still without a result go into
+        the failure message."""
         try:
             return process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"launcher still running after {timeout_s}s: "
-                        f"{self.fabric.log(f'launch-{spec.stem}.log')[-3000:]}")
+            generation = self.generation_id(spec)
+            ids = {c["id"] for c in json.loads(spec.read_text())["candidates"]}
+            missing = ids - {r.candidate_id for r in self.ledger_view(generation)["results"]}
+            pytest.fail(f"launcher still running after {timeout_s}s; no result yet for "
+                        f"{sorted(missing)}: {self.fabric.log(f'launch-{spec.stem}.log')[-3000:]}")
 
 
 def assert_one_result_each(fleet: Fleet, spec: Path, ids: list[str]) -> dict[str, EvaluationResult]:
