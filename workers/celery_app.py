@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from celery import Celery
@@ -10,6 +11,13 @@ from kombu.entity import Queue
 from workers.contract import PRIORITIES
 from workers.reaper import LostChildReaper
 from workers.settings import WorkerSettings
+
+# Idle 60 s, then a probe every 10 s, dead after 3 unanswered (Linux option names).
+TCP_KEEPALIVE = {
+    getattr(socket, name): value
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+}
 
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
@@ -23,7 +31,23 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         # every 10th 10 s tick, so a lost node's candidates waited up to 100 s more).
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
         "unacked_restore_throttle": 1,
+        # A node cut off while it held the sweep's lock kept every node from re-delivering
+        # for kombu's default 300 s (tests/multihost partition); a sweep takes milliseconds.
+        "unacked_mutex_expire": 30,
+        # Across racks a partition leaves connections half-open (no RST). Without a socket
+        # timeout a synchronous command on one (the restore sweep's lock, an ack, an event)
+        # blocked the worker's event loop until TCP gave up: a node cut off 90 s still took
+        # no work after the heal (tests/multihost). With it the command fails and reconnects.
+        "socket_timeout": 10,
+        # An unreachable Redis host fails a reconnect in seconds, not after ~2 min of SYNs.
+        "socket_connect_timeout": 5,
+        # Kernel probes close an idle connection to a vanished host within ~90 s.
+        "socket_keepalive": True,
+        "socket_keepalive_options": TCP_KEEPALIVE,
+        # A timed-out command is retried once on a fresh connection before Celery reconnects.
         "retry_on_timeout": True,
+        # PING the pub/sub and BRPOP connections every 10 s; an overdue reply drops them
+        # (broker_heartbeat is AMQP-only: this is the Redis transport's liveness check).
         "health_check_interval": 10,
     }
     return {
@@ -43,6 +67,11 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "broker_connection_max_retries": None,
         "redis_backend_health_check_interval": 10,
         "redis_retry_on_timeout": True,
+        # The result backend's connections get the same bounds (Celery's default read timeout
+        # is 120 s and its connect timeout unbounded).
+        "redis_socket_timeout": 30,
+        "redis_socket_connect_timeout": 5,
+        "redis_socket_keepalive": True,
         # Late ack + one message per child: a worker holds no backlog that a
         # critical candidate would have to wait behind, and a lost node's
         # message is re-delivered.
@@ -53,6 +82,9 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         # re-queue would loop forever on a poison candidate.
         "task_reject_on_worker_lost": False,
         "task_acks_on_failure_or_timeout": True,
+        # A running evaluation outlives a lost broker connection and is acknowledged on the
+        # next one (Redis acks by delivery tag); cancelling it would waste a GPU's work.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         # A re-delivered message whose task already succeeded is not run again (the chord
         # body; evaluate keeps no Celery result and dedupes through the ledger instead).
         "worker_deduplicate_successful_tasks": True,

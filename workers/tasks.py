@@ -7,11 +7,13 @@ import logging
 import math
 import os
 import socket
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from functools import lru_cache, partial
 from typing import Any
 
+import redis
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 from redis import RedisError
@@ -45,6 +47,7 @@ from workers.retention import register_store
 from workers.summary import summarize
 
 logger = logging.getLogger(__name__)
+RECORD_RETRY_S = 2.0  # between attempts to record a finished result while Redis is away
 
 
 def _ledger(generation_id: str) -> Ledger:
@@ -306,7 +309,8 @@ class ChunkRunner:
         error: Any = None,
         kept: Kept | None = None,
     ) -> None:
-        self.ledger.record(
+        record_when_reachable(
+            self.ledger,
             EvaluationResult(
                 **(kept.fields() if kept is not None else {}),
                 generation_id=self.header.id,
@@ -322,8 +326,27 @@ class ChunkRunner:
                 started_at=started,
                 finished_at=utc_now(),
                 **candidate_echo(candidate),
-            )
+            ),
         )
+
+
+def record_when_reachable(ledger: Ledger, result: EvaluationResult) -> None:
+    """Record ``result``, waiting out a Redis that cannot be reached (a partition, a restart).
+
+    Unreachable Redis is not the candidate's failure: when the client's own retries ran out,
+    the result used to fall into the evaluator's ``except`` and be recorded as an ``error``
+    (ConnectionError) once Redis was back. The first result wins, so if another node re-ran
+    the candidate meanwhile (past the visibility timeout), this one is dropped; the task's
+    hard time limit still bounds the wait.
+    """
+    while True:
+        try:
+            ledger.record(result)
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            logger.warning("candidate %s: result kept until Redis answers again (%s)",
+                           result.candidate_id, exc)
+            time.sleep(RECORD_RETRY_S)
 
 
 @app.task(name=FINALIZE_TASK, acks_late=True)
