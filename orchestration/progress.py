@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -13,6 +14,10 @@ from rich.text import Text
 
 from orchestration.messages import printable
 from workers.contract import EvaluationResult, Status
+
+# Celery names the pool's job in a lost child's message ("... signal 9 (SIGKILL) Job: 24."):
+# a number per task, which would make every crash its own kind of failure.
+_JOB_NUMBER = re.compile(r"\s*Job: \d+\.?$")
 
 STATUS_STYLE = {
     "ok": "green",
@@ -88,7 +93,7 @@ class FailureTally:
         """``error ValueError: no score ...``: status, error type and message, one line."""
         if result.error is None:
             return result.status.value
-        message = printable(result.error.message.strip(), self.MESSAGE_LIMIT)
+        message = printable(_JOB_NUMBER.sub("", result.error.message.strip()), self.MESSAGE_LIMIT)
         return f"{result.status.value} {result.error.type}" + (f": {message}" if message else "")
 
     def most_common(self, n: int = 3) -> list[str]:

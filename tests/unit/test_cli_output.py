@@ -74,6 +74,17 @@ def test_the_tally_names_the_most_common_failures_with_counts() -> None:
     assert len(top) == 3 and all("\n" not in line and "\x1b" not in line for line in top)
 
 
+def test_the_tally_counts_crashes_together_whatever_celerys_job_number() -> None:
+    # Three children that SIGKILL themselves: Celery numbers each lost job, and the tally
+    # printed "1x crashed ... Job: 24." three times instead of one line with the count.
+    tally = FailureTally()
+    tally.on_batch([result(f"k{job}", Status.crashed, error=ErrorInfo(
+        type="WorkerLostError",
+        message=f"Worker exited prematurely: signal 9 (SIGKILL) Job: {job}.")) for job in (24, 25, 26)])
+    assert tally.most_common(3) == [
+        "3x crashed WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)"]
+
+
 def test_the_tally_stays_bounded_when_every_message_differs() -> None:
     tally = FailureTally()
     tally.on_batch([result(f"c{i}", Status.error, error=ErrorInfo(type="E", message=f"m{i}"))
