@@ -161,5 +161,6 @@ def print_summary(summary: Mapping[str, Any], console: Console | None = None) ->
     for status, ids in failed.items():
         if ids:
             shown = ", ".join(ids[:10]) + (f" ... ({len(ids)})" if len(ids) > 10 else "")
-            console.print(Text.assemble((status, STATUS_STYLE.get(status, "white")), ": ",
+            # "error ids: ...", not "error: ...": that is the CLI's error message, one per run
+            console.print(Text.assemble((status, STATUS_STYLE.get(status, "white")), " ids: ",
                                         printable(shown, None)))

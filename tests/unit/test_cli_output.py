@@ -35,8 +35,11 @@ def test_the_summary_prints_ids_and_objective_names_as_plain_text() -> None:
     out = io.StringIO()
     print_summary(summary, Console(file=out, width=200, color_system=None))
     text = out.getvalue()
-    for shown in [*HOSTILE_IDS, "f[/b]", ":x:", "error: e[/bold]"]:
+    for shown in [*HOSTILE_IDS, "f[/b]", ":x:", "error ids: e[/bold]"]:
         assert shown in text
+    # Only a real error message starts with "error: " (a script greps for it; the failed ids of
+    # a generation that exited 0 did too).
+    assert not any(line.startswith("error:") for line in text.splitlines())
 
 
 def test_an_error_is_one_line_at_80_columns_and_keeps_brackets(
