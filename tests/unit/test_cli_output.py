@@ -13,7 +13,7 @@ from rich.console import Console
 
 from orchestration import messages
 from orchestration.cli import launch_command
-from orchestration.progress import FailureTally, print_summary
+from orchestration.progress import FailureTally, ProgressDisplay, print_summary
 from workers.contract import ErrorInfo, EvaluationResult, Status
 from workers.summary import summarize
 
@@ -86,6 +86,17 @@ def test_the_tally_counts_crashes_together_whatever_celerys_job_number() -> None
         message=f"Worker exited prematurely: signal 9 (SIGKILL) Job: {job}.")) for job in (24, 25, 26)])
     assert tally.most_common(3) == [
         "3x crashed WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)"]
+
+
+def test_progress_in_a_log_is_one_plain_line_at_the_end() -> None:
+    # Not a terminal at 80 columns: the live bar's last frame was cut ("0:0… 0:00:…").
+    out = io.StringIO()
+    display = ProgressDisplay(3, console=Console(file=out, width=80))
+    with display:
+        display.on_batch([result(f"k{i}", Status.crashed) for i in range(3)])
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and "…" not in lines[0], lines
+    assert lines[0].startswith("evaluating 3/3  ok 0  error 0  timeout 0  crashed 3  cancelled 0")
 
 
 def test_the_tally_stays_bounded_when_every_message_differs() -> None:
