@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestration.api import BrokerUnreachable, check_broker, launcher_app
+from orchestration.messages import clip_repr, err, error
 from orchestration.settings import LaunchSettings
 from orchestration.submit import group_id_for
 from workers.contract import Status
@@ -21,7 +22,6 @@ from workers.ledger import RUNNING, GenerationNotFound, Ledger
 from workers.redis_client import connect
 
 console = Console()
-err = Console(stderr=True)
 
 COLLECTOR_GONE_S = 10.0  # delete --force: how long an attached launcher gets to collect the end
 _STATE_FIELDS = ("status", "total", "recorded", "created_at", "finished_at",
@@ -40,7 +40,7 @@ def _url(broker: str | None) -> str:
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    error(message)  # the CLI's one style: one line at any width, an id is never Rich markup
     raise typer.Exit(2)
 
 
@@ -175,7 +175,7 @@ def register(app: typer.Typer) -> None:
         try:
             removed = delete_generation(_url(broker), generation_id, force=force)
         except GenerationNotFound:
-            _fail(f"no generation {generation_id!r} in Redis (never launched, or expired)")
+            _fail(f"no generation {clip_repr(generation_id)} in Redis (never launched, or expired)")
         except ValueError as exc:
             _fail(str(exc))
         err.print(f"generation {generation_id} deleted ({removed} keys)", markup=False, highlight=False)

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from orchestration.messages import clip_repr, error
 
 EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -59,6 +60,10 @@ def main() -> None:
             f"EVOFLEET_{'_'.join(map(str, e['loc'])).upper()}={clip_repr(e['input'])}: {e['msg']}"
             for e in exc.errors()
         ))
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM while the CLI imports (a second or two) or outside a command's own
+        # handling: the documented 130, not a traceback of whatever module was loading.
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)
 
 

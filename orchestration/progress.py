@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -13,6 +15,10 @@ from rich.text import Text
 
 from orchestration.messages import printable
 from workers.contract import EvaluationResult, Status
+
+# Celery names the pool's job in a lost child's message ("... signal 9 (SIGKILL) Job: 24."):
+# a number per task, which would make every crash its own kind of failure.
+_JOB_NUMBER = re.compile(r"\s*Job: \d+\.?$")
 
 STATUS_STYLE = {
     "ok": "green",
@@ -35,6 +41,10 @@ class ProgressDisplay:
     def __init__(self, total: int, console: Console | None = None, label: str = "evaluating") -> None:
         self.console = console or Console(stderr=True)
         self.counts: Counter[str] = Counter()
+        self.label, self.total, self.done, self.started = label, total, 0, time.monotonic()
+        # Not a terminal (a log, CI): no live bar, whose last frame was cut to 80 columns
+        # ("0:0… 0:00:…"), but one plain line at the end.
+        self.plain = not self.console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -44,6 +54,7 @@ class ProgressDisplay:
             TimeRemainingColumn(),
             console=self.console,
             transient=False,
+            disable=self.plain,
         )
         self.task = self.progress.add_task(label, total=total, counts=_counts_text(self.counts))
 
@@ -53,8 +64,14 @@ class ProgressDisplay:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+        if self.plain:
+            counts = "  ".join(f"{s.value} {self.counts.get(s.value, 0)}" for s in Status)
+            elapsed = time.monotonic() - self.started
+            self.console.print(Text(f"{self.label} {self.done}/{self.total}  {counts}  "
+                                    f"{elapsed:.1f}s"), soft_wrap=True)
 
     def on_batch(self, batch: Sequence[EvaluationResult]) -> None:
+        self.done += len(batch)
         for result in batch:
             self.counts[result.status.value] += 1
         self.progress.update(self.task, advance=len(batch), counts=_counts_text(self.counts))
@@ -88,7 +105,7 @@ class FailureTally:
         """``error ValueError: no score ...``: status, error type and message, one line."""
         if result.error is None:
             return result.status.value
-        message = printable(result.error.message.strip(), self.MESSAGE_LIMIT)
+        message = printable(_JOB_NUMBER.sub("", result.error.message.strip()), self.MESSAGE_LIMIT)
         return f"{result.status.value} {result.error.type}" + (f": {message}" if message else "")
 
     def most_common(self, n: int = 3) -> list[str]:
@@ -156,5 +173,6 @@ def print_summary(summary: Mapping[str, Any], console: Console | None = None) ->
     for status, ids in failed.items():
         if ids:
             shown = ", ".join(ids[:10]) + (f" ... ({len(ids)})" if len(ids) > 10 else "")
-            console.print(Text.assemble((status, STATUS_STYLE.get(status, "white")), ": ",
+            # "error ids: ...", not "error: ...": that is the CLI's error message, one per run
+            console.print(Text.assemble((status, STATUS_STYLE.get(status, "white")), " ids: ",
                                         printable(shown, None)))

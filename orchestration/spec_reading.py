@@ -4,6 +4,8 @@ every parse error one line naming ``file:line:column``."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,11 @@ A "billion laughs" spec of 0.9 KB otherwise expands to gigabytes of candidates; 
 reuse (``params: *defaults``) stays far below this."""
 
 
+SPEC_SIZE_LIMIT = 256 * 2**20
+"""Bytes a spec file may hold: ``launch /dev/zero`` (or any endless stream) would otherwise be
+read until the machine runs out of memory."""
+
+
 class _CountingLoader(yaml.SafeLoader):
     """PyYAML's SafeLoader, noting where the first alias is (most specs have none)."""
 
@@ -36,15 +43,30 @@ class _CountingLoader(yaml.SafeLoader):
 
 
 def read_text(path: Path) -> str:
-    """The file's text; raises SpecError if it cannot be read or is not UTF-8."""
+    """The file's text; raises SpecError if it cannot be read, is a device, is larger than
+    SPEC_SIZE_LIMIT or is not UTF-8."""
     try:
-        raw = path.read_bytes()
+        # Non-blocking open: a FIFO without a writer reads as empty instead of hanging; a pipe
+        # with one (`launch <(make_spec)`) still works, as reads block again below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise SpecError(f"{path}: is a directory, not a file") from None
     except OSError as exc:
         raise SpecError(f"{path}: cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise SpecError(f"{path}: is a directory, not a file")
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+            raise SpecError(f"{path}: is a device or socket, not a file")
+        os.set_blocking(fd, True)
+        try:
+            raw = file.read(SPEC_SIZE_LIMIT + 1)
+        except OSError as exc:
+            raise SpecError(f"{path}: cannot be read ({exc.strerror})") from None
+    if len(raw) > SPEC_SIZE_LIMIT:
+        raise SpecError(f"{path}: larger than {SPEC_SIZE_LIMIT // 2**20} MiB; put the population "
+                        "in a candidates_file (JSONL, streamed)")
     try:
         return raw.decode("utf-8-sig")  # a BOM some editors write is harmless
     except UnicodeDecodeError as exc:

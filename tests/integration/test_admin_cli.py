@@ -122,3 +122,20 @@ def test_workers_json(redis_url: str, session_worker: LocalWorker) -> None:
     rows = {row["hostname"]: row for row in json.loads(result.stdout)}
     assert rows[session_worker.hostname]["children"] == 2
     assert rows[session_worker.hostname]["gpus"] == []
+
+
+@pytest.mark.parametrize("gen", ["v2[/bold]", "[red]" + "x" * 120])
+def test_delete_errors_are_one_plain_line_at_80_columns(redis_url: str, gen: str) -> None:
+    # The runner's output is no terminal, so Rich wraps at 80 columns unless told not to; an
+    # id like "v2[/bold]" crashed the old error (Rich markup), a long one was wrapped.
+    done = runner.invoke(app, ["delete", gen, "--broker", redis_url])
+    assert done.exit_code == 2, done.output
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: no generation ")
+    assert gen[:40] in done.stderr
+
+
+def test_generations_errors_are_one_line_at_80_columns() -> None:
+    url = "redis://127.0.0.1:1/0"  # nothing listens on port 1: a long "cannot reach" message
+    done = runner.invoke(app, ["generations", "--broker", url])
+    assert done.exit_code == 2, done.output
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: cannot reach Redis")

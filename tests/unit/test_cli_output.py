@@ -13,7 +13,7 @@ from rich.console import Console
 
 from orchestration import messages
 from orchestration.cli import launch_command
-from orchestration.progress import FailureTally, print_summary
+from orchestration.progress import FailureTally, ProgressDisplay, print_summary
 from workers.contract import ErrorInfo, EvaluationResult, Status
 from workers.summary import summarize
 
@@ -35,8 +35,11 @@ def test_the_summary_prints_ids_and_objective_names_as_plain_text() -> None:
     out = io.StringIO()
     print_summary(summary, Console(file=out, width=200, color_system=None))
     text = out.getvalue()
-    for shown in [*HOSTILE_IDS, "f[/b]", ":x:", "error: e[/bold]"]:
+    for shown in [*HOSTILE_IDS, "f[/b]", ":x:", "error ids: e[/bold]"]:
         assert shown in text
+    # Only a real error message starts with "error: " (a script greps for it; the failed ids of
+    # a generation that exited 0 did too).
+    assert not any(line.startswith("error:") for line in text.splitlines())
 
 
 def test_an_error_is_one_line_at_80_columns_and_keeps_brackets(
@@ -72,6 +75,28 @@ def test_the_tally_names_the_most_common_failures_with_counts() -> None:
     assert top[0] == "12x error ValueError: no score for objective(s) ['f3']"
     assert top[1] == "3x timeout SoftTimeLimitExceeded"
     assert len(top) == 3 and all("\n" not in line and "\x1b" not in line for line in top)
+
+
+def test_the_tally_counts_crashes_together_whatever_celerys_job_number() -> None:
+    # Three children that SIGKILL themselves: Celery numbers each lost job, and the tally
+    # printed "1x crashed ... Job: 24." three times instead of one line with the count.
+    tally = FailureTally()
+    tally.on_batch([result(f"k{job}", Status.crashed, error=ErrorInfo(
+        type="WorkerLostError",
+        message=f"Worker exited prematurely: signal 9 (SIGKILL) Job: {job}.")) for job in (24, 25, 26)])
+    assert tally.most_common(3) == [
+        "3x crashed WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)"]
+
+
+def test_progress_in_a_log_is_one_plain_line_at_the_end() -> None:
+    # Not a terminal at 80 columns: the live bar's last frame was cut ("0:0… 0:00:…").
+    out = io.StringIO()
+    display = ProgressDisplay(3, console=Console(file=out, width=80))
+    with display:
+        display.on_batch([result(f"k{i}", Status.crashed) for i in range(3)])
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and "…" not in lines[0], lines
+    assert lines[0].startswith("evaluating 3/3  ok 0  error 0  timeout 0  crashed 3  cancelled 0")
 
 
 def test_the_tally_stays_bounded_when_every_message_differs() -> None:

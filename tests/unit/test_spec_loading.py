@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from orchestration.spec_loading import SpecError, load_spec, spec_from_dict
+from orchestration import spec_reading
+from orchestration.spec_loading import SpecError, load_generation, load_spec, spec_from_dict
 
 GOOD = """
 id: gen-0001
@@ -278,3 +281,40 @@ def test_a_light_launcher_accepts_an_evaluator_whose_module_needs_a_worker_only_
     assert spec_from_dict(data).evaluator == "tests.worker_only_evaluator:evaluate"
     with pytest.raises(SpecError, match="does not import"):
         spec_from_dict({**data, "evaluator": "tests.no_such_module_here:evaluate"})
+
+
+@pytest.mark.timeout(30)
+def test_a_device_a_fifo_without_writer_or_a_huge_spec_is_refused_without_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `launch /dev/zero` read until the kernel killed it (exit 137); a FIFO nobody writes to
+    # blocked forever. /dev/null is the same kind of file, and harmless if this regresses.
+    with pytest.raises(SpecError, match="/dev/null: is a device or socket, not a file"):
+        load_generation("/dev/null")
+    fifo = tmp_path / "spec.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(SpecError, match="must be a mapping"):  # read as empty, at once
+        load_generation(fifo)
+    monkeypatch.setattr(spec_reading, "SPEC_SIZE_LIMIT", 1000)
+    big = tmp_path / "big.yaml"
+    big.write_text(GOOD + "#" * 1000)
+    with pytest.raises(SpecError, match=r"big\.yaml: larger than"):
+        load_generation(big)
+
+
+def test_a_spec_from_a_pipe_with_a_writer_still_loads() -> None:
+    # As `evofleet launch <(make_spec)`: the shell passes /dev/fd/N, a pipe with its writer.
+    read_end, write_end = os.pipe()
+
+    def write() -> None:
+        with os.fdopen(write_end, "w") as pipe:
+            pipe.write(GOOD)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        spec, _ = load_generation(f"/dev/fd/{read_end}", check_evaluator=False)
+    finally:
+        writer.join(timeout=30)
+        os.close(read_end)
+    assert spec.evaluator == "zdt1"
