@@ -316,7 +316,9 @@ class Generation:
 
     def _record_missing(self, status: str) -> None:
         kind = Status.cancelled if status == "cancelled" else Status.timeout
-        reason = "generation cancelled" if status == "cancelled" else "generation deadline passed"
+        deadline = float(self.spec_header.get("deadline", 0))
+        reason = ("generation cancelled" if status == "cancelled"
+                  else f"generation deadline ({deadline:g}s) passed")
         self.ledger.record_missing(kind, reason)
 
     def _flush(self, batch: list[EvaluationResult]) -> None:

@@ -201,10 +201,15 @@ def worker_invocation(
     gpu_memory_fraction: float | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The celery command line and environment of ``evofleet worker``."""
+    detected = detect_gpus()
     try:
-        gpu_ids = resolve_gpus(gpus, detect_gpus())
+        gpu_ids = resolve_gpus(gpus, detected)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--gpus") from None
+    if detected is None and gpu_ids:
+        typer.echo(f"warning: no GPU detected (no CUDA_VISIBLE_DEVICES, no nvidia-smi): taking "
+                   f"--gpus {gpus} as {len(gpu_ids)} GPU(s); without CUDA their children run on "
+                   "the CPU", err=True)
     if children_per_gpu < 1:
         raise typer.BadParameter("must be at least 1", param_hint="--children-per-gpu")
     env = {**os.environ, GPUS_ENV: ",".join(gpu_ids)}

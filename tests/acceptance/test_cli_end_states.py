@@ -90,7 +90,7 @@ def test_deadline_records_timeouts_writes_partial_results_and_exits_3(
     assert all(rows[f"q{i}"]["status"] == "ok" for i in range(4))
     for i in range(4):
         assert rows[f"s{i}"]["status"] == "timeout"
-        assert rows[f"s{i}"]["error"]["message"] == "generation deadline passed"
+        assert rows[f"s{i}"]["error"]["message"] == "generation deadline (2.5s) passed"
     ledger = Ledger(cluster.client, generation_id)
     assert ledger.status() == "partial"
     summary = json.loads((tmp_path / "results.jsonl.summary.json").read_text())

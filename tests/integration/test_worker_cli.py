@@ -125,6 +125,17 @@ def test_children_per_gpu_and_memory_fraction_on_the_command_line(
         assert bad.exit_code == 2 and hint in bad.output, bad.output
 
 
+def test_gpus_asked_for_when_none_is_detected_are_warned_about(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    if shutil.which("nvidia-smi"):
+        pytest.skip("a GPU node: GPUs are detected here")
+    result = CliRunner().invoke(app, ["worker", "--gpus", "3", "--dry-run"])
+    assert result.exit_code == 0
+    assert "warning: no GPU detected" in result.output and "--gpus 3 as 3 GPU(s)" in result.output
+
+
 def test_gpus_auto_falls_back_to_cpu_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     runner = CliRunner()
