@@ -113,7 +113,7 @@ def shared_connections(broker_url: str, settings: LaunchSettings) -> LauncherCon
     and connections (an optimizer launches thousands of generations), closed at exit.
     """
     backend_url = settings.result_backend or broker_url
-    key = SHARED.key(broker_url, backend_url, settings.retention_s)
+    key = SHARED.key(broker_url, backend_url, settings.model_dump_json())
 
     def open_connections() -> LauncherConnections:
         check_broker(broker_url)

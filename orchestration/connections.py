@@ -37,7 +37,7 @@ class LauncherConnections:
         self.app.close()
 
 
-ConnectionKey = tuple[int, str, str, int]
+ConnectionKey = tuple[int, str, str, str]
 
 
 class SharedConnections:
@@ -49,9 +49,10 @@ class SharedConnections:
         self._open: OrderedDict[ConnectionKey, LauncherConnections] = OrderedDict()
 
     @staticmethod
-    def key(broker_url: str, backend_url: str, retention_s: int) -> ConnectionKey:
-        # The pid: a forked child must not share its parent's sockets.
-        return (os.getpid(), broker_url, backend_url, retention_s)
+    def key(broker_url: str, backend_url: str, settings: str) -> ConnectionKey:
+        # The pid: a forked child must not share its parent's sockets. The settings: the app
+        # carries them (retention, artifact store options), so other settings need another.
+        return (os.getpid(), broker_url, backend_url, settings)
 
     def get(self, key: ConnectionKey) -> LauncherConnections | None:
         with self._lock:

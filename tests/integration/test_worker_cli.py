@@ -195,7 +195,8 @@ def test_auto_worker_on_cpu_serves_a_generation_and_workers_lists_it(
         assert generation.wait(60) == "complete"
 
         rows = list_workers(url, timeout_s=1.0)
-        assert rows[0]["tasks_done"] >= len(candidates) + 1  # + finalize_generation
+        # The chord body may still be on its way: the launcher completes a generation itself.
+        assert rows[0]["tasks_done"] >= len(candidates)
         assert rows[0]["running"] == []
         table = CliRunner().invoke(app, ["workers", "--broker", url, "--timeout", "1"],
                                    env={"COLUMNS": "200"})

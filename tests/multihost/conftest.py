@@ -138,7 +138,7 @@ def assert_one_result_each(fleet: Fleet, spec: Path, ids: list[str]) -> dict[str
     assert int(view["state"]["recorded"]) == len(ids)
     assert view["stream"] == len(ids)
     assert view["status"] == "complete"
-    summary = json.loads(spec.with_suffix(".summary.json").read_text())
+    summary = json.loads(spec.with_suffix(".jsonl.summary.json").read_text())
     assert (summary["status"], summary["recorded"]) == ("complete", len(ids))
     rows = fleet.file_results(spec)
     assert sorted(r.candidate_id for r in rows) == sorted(ids)  # each once, none missing

@@ -41,7 +41,7 @@ def running_on(fleet: Fleet, host: str, log: Path) -> set[str]:
     """Candidates ``host``'s pool children are evaluating now (from the evaluator's own logs)."""
     children = fleet.children(host)
     lines = log.read_text().splitlines() if log.exists() else []
-    started = {cid for cid, pid in (line.split() for line in lines) if int(pid) in children}
+    started = {cid for cid, pid, *_ in (line.split() for line in lines) if int(pid) in children}
     done = log.with_suffix(".done")
     return started - set(done.read_text().split() if done.exists() else [])
 
@@ -145,7 +145,7 @@ def test_generation_completes_while_the_launcher_is_cut_off(fleet: Fleet) -> Non
     assert fleet.finish(launcher, spec, 120) == 0
     results = assert_one_result_each(fleet, spec, [c["id"] for c in candidates])
     assert all(r.status is Status.ok for r in results.values())
-    assert spec.with_suffix(".summary.json").exists()
+    assert spec.with_suffix(".jsonl.summary.json").exists()
     print(f"\nlauncher cut 30s: generation complete {completed_after:.1f}s into the cut; "
           f"launcher wrote all and exited {time.monotonic() - healed_at:.1f}s after the heal")
 
