@@ -269,7 +269,7 @@ class Generation:
                 if down_since is not None:
                     self.lost_watch.outage_ended(now)
                     down_since = None
-                if self._open:
+                if self._open and self.submitter.submitted > self._seen + len(batch):
                     self.lost_watch.poll(now)
             except _REDIS_DOWN as exc:
                 down_since = self._redis_down(down_since, exc)

@@ -27,6 +27,7 @@ QUIET_S = 5.0  # after an outage, first check this late: workers have reconnecte
 RECHECK_S = 2.0  # a candidate is lost when found nowhere twice this far apart (a message is
 # between its BRPOP and its unacked record for microseconds)
 INTERVAL_S = 5.0  # later checks, until the generation ends, at most this often
+RESTART_CHECK_S = 2.0  # how often the broker's run_id is compared (a restart changes it)
 PAGE = 1000
 
 
@@ -116,13 +117,19 @@ def republish(submitter: Submitter, candidates: list[Candidate]) -> int:
 
 
 class LostMessageWatch:
-    """Checks, from the end of a Redis outage until the generation ends, for lost candidates."""
+    """Checks, from the end of a Redis outage until the generation ends, for lost candidates.
+
+    An outage is seen by the collector (Redis away longer than its client retries) or here, as
+    a new ``run_id`` of the broker's Redis (a restart the client's retries hid).
+    """
 
     def __init__(self, ledger: Ledger, submitter: Submitter) -> None:
         self.ledger = ledger
         self.submitter = submitter
         self.next_check: float | None = None  # monotonic; None: no outage seen
         self.suspects: set[str] = set()  # missing at the previous check
+        self.run_id: str | None = None
+        self.next_restart_check = 0.0
 
     def outage_ended(self, now: float) -> None:
         self.next_check = now + QUIET_S
@@ -130,6 +137,9 @@ class LostMessageWatch:
 
     def poll(self, now: float) -> int:
         """Check if one is due; republish what was missing twice; return how many."""
+        if now >= self.next_restart_check:
+            self.next_restart_check = now + RESTART_CHECK_S
+            self._note_restart(now)
         if self.next_check is None or now < self.next_check:
             return 0
         started = time.monotonic()
@@ -144,3 +154,14 @@ class LostMessageWatch:
         cost = time.monotonic() - started
         self.next_check = now + max(RECHECK_S if self.suspects else INTERVAL_S, 10 * cost)
         return len(lost)
+
+    def _note_restart(self, now: float) -> None:
+        try:
+            run_id = str(self.submitter.broker.info("server")["run_id"])
+        except (redis.ResponseError, KeyError):  # INFO refused (an ACL): outages seen only
+            self.next_restart_check = float("inf")
+            return
+        if self.run_id is not None and run_id != self.run_id:
+            logger.warning("generation %s: Redis restarted", self.ledger.generation_id)
+            self.outage_ended(now)
+        self.run_id = run_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -15,6 +16,7 @@ from orchestration.local_cluster import LocalRedis
 from orchestration.recovery import LostMessageWatch, carried_candidates, missing_candidates
 from orchestration.submit import Submitter, create_generation
 from tests.conftest import make_spec
+from workers import redis_client
 from workers.contract import PRIORITIES, EvaluationResult, Status
 from workers.ledger import Ledger
 
@@ -111,3 +113,22 @@ def test_the_watch_republishes_only_what_is_missing_twice_after_an_outage(
     client.hset(submitter.messages.unacked_key, "tag", json.dumps([json.loads(brief), "", "critical"]))
     assert watch.poll(now + recovery.RECHECK_S) == 0
     assert watch.suspects == set() and client.llen(queue) == 0
+
+
+def test_a_restart_hidden_by_the_client_retries_is_seen_by_its_run_id(tmp_path: Path) -> None:
+    server = LocalRedis(workdir=tmp_path, appendonly=True).start()
+    client = redis_client.connect(server.url)  # retries through a short restart, as the launcher's
+    try:
+        submitter = published(server, client, 2, max_in_flight=2)
+        watch = LostMessageWatch(submitter.ledger, submitter)
+        assert watch.poll(1000.0) == 0 and watch.next_check is None  # run_id noted, nothing armed
+        server.stop(remove=False)
+        server = LocalRedis(port=server.port, workdir=tmp_path, appendonly=True).start()
+        assert watch.poll(1000.0 + recovery.RESTART_CHECK_S / 2) == 0  # not compared yet
+        assert watch.next_check is None
+        now = 1000.0 + recovery.RESTART_CHECK_S
+        assert watch.poll(now) == 0
+        assert watch.next_check == now + recovery.QUIET_S
+    finally:
+        client.close()
+        server.stop()
