@@ -95,8 +95,8 @@ def _published(ledger: Ledger, state: dict[str, str]) -> Iterator[list[Candidate
 
 
 def republish(submitter: Submitter, candidates: list[Candidate]) -> int:
-    """Publish ``candidates`` again as messages of no chord, at the front of their queues;
-    return how many messages."""
+    """Publish ``candidates`` again, as messages of no chord (the chord's count stays), next to
+    be taken from their queues; return how many messages."""
     chunk_size = submitter.chunk_size
     size = submitter.auto.size(len(candidates)) if chunk_size == "auto" else int(chunk_size)
     messages = submitter.messages
