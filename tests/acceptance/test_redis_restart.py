@@ -59,7 +59,7 @@ def test_generation_survives_a_redis_restart(persistent_cluster: Cluster, tmp_pa
 
 @pytest.mark.slow
 def test_a_task_message_lost_in_a_restart_is_published_again(
-    persistent_cluster: Cluster, tmp_path: Path
+    persistent_cluster: Cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The loss kombu's Redis transport risks: a message popped (BRPOP) by a worker when Redis
     stops before its unacked record is written. Simulated exactly: the message is removed from
@@ -89,3 +89,4 @@ def test_a_task_message_lost_in_a_restart_is_published_again(
     assert all(r.status is Status.ok for r in results.values())
     assert int(ledger.state()["recorded"]) == len(candidates)  # exactly one result each
     assert cluster.client.xlen(ledger.keys.stream) == len(candidates)
+    assert "1 candidate(s) lost their task message" in caplog.text
