@@ -12,6 +12,7 @@ import redis
 
 from orchestration import recovery
 from orchestration.api import launcher_app
+from orchestration.generation import Generation
 from orchestration.local_cluster import LocalRedis
 from orchestration.recovery import LostMessageWatch, carried_candidates, missing_candidates
 from orchestration.submit import Submitter, create_generation
@@ -132,3 +133,14 @@ def test_a_restart_hidden_by_the_client_retries_is_seen_by_its_run_id(tmp_path: 
     finally:
         client.close()
         server.stop()
+
+
+def test_only_a_resumed_collector_checks_without_an_outage(
+    private_redis: LocalRedis, client: redis.Redis
+) -> None:
+    app = launcher_app(private_redis.url)
+    resumed = published(private_redis, client, 4, max_in_flight=2)  # its launcher published
+    assert Generation(app, client, resumed.generation_id).lost_watch.next_check is not None
+    fresh = make_spec([{"id": "a"}], evaluator="noop", objectives={"y": "min"})
+    create_generation(app, Ledger(client, fresh.id), fresh)
+    assert Generation(app, client, fresh.id).lost_watch.next_check is None  # a launch
