@@ -18,6 +18,7 @@ from typing import IO, Any, cast
 import redis
 from celery import Celery
 
+from orchestration.recovery import LostMessageWatch
 from orchestration.sinks import Sink
 from orchestration.submit import Submitter
 from workers.artifacts import load_artifact
@@ -85,6 +86,10 @@ class Generation:
         # Submit only while running; refreshed every 0.5 s (the submitter's read of the state).
         self._open = self.submitter.state.get("status") in (RUNNING, None)
         self.total = self.submitter.total
+        self.lost_watch = LostMessageWatch(self.ledger, self.submitter)
+        if self.submitter.submitted:
+            # A resume: the launcher before it may have missed an outage (or died in one).
+            self.lost_watch.outage_ended(time.monotonic())
         self._thread = threading.Thread(target=self._run, name=f"evofleet-{generation_id}", daemon=True)
         self.local = False  # local mode: its private Redis and workers stop when it ends
         self.artifact_store: str | None = self.spec_header.get("artifact_store")
@@ -231,7 +236,8 @@ class Generation:
         """Read the result stream in batches until every candidate has a result.
 
         Redis going away (a restart) does not end the generation: the loop keeps its stream
-        position and carries on when Redis is back, for up to ``OUTAGE_LIMIT_S``.
+        position and carries on when Redis is back, for up to ``OUTAGE_LIMIT_S``; from then on
+        it republishes candidates whose task message the outage lost (``recovery``).
         """
         batch_size = int(self.spec_header.get("batch_size", 50))
         batch_timeout = float(self.spec_header.get("batch_timeout", 2.0))
@@ -260,7 +266,11 @@ class Generation:
                     next_state_check = now + 0.5
                     self._renew_lease()
                     self._check_end_early(deadline_at, now - last_progress)
-                down_since = None
+                if down_since is not None:
+                    self.lost_watch.outage_ended(now)
+                    down_since = None
+                if self._open and self.submitter.submitted > self._seen + len(batch):
+                    self.lost_watch.poll(now)
             except _REDIS_DOWN as exc:
                 down_since = self._redis_down(down_since, exc)
             now = time.monotonic()

@@ -113,18 +113,27 @@ class TaskMessages:
         self.reply_to = str(app.thread_oid)
         options = app.conf.broker_transport_options or {}
         self.key_prefix = str(options.get("global_keyprefix", ""))
+        # The hash kombu records a delivered, not yet acknowledged message in.
+        self.unacked_key = f"{self.key_prefix}{options.get('unacked_key', 'unacked')}"
 
     def queue_key(self, queue: str) -> str:
         """The list kombu's Redis transport uses for ``queue`` at priority 0."""
         return f"{self.key_prefix}{queue}"
 
-    def build(self, args: list[Any], queue: str, group_index: int, time_limit: float) -> str:
+    def build(
+        self, args: list[Any], queue: str, group_index: int | None, time_limit: float,
+        *, chord: bool = True,
+    ) -> str:
+        """A message for ``args``; with ``chord=False`` it is no part of the generation's chord
+        (a republished candidate: the chord's count must not change)."""
         task_id = str(uuid.uuid4())
-        callbacks = {"callbacks": None, "errbacks": None, "chain": None, "chord": self.chord}
+        callbacks = {"callbacks": None, "errbacks": None, "chain": None,
+                     "chord": self.chord if chord else None}
         body = json.dumps([args, {}, callbacks]).encode()
         headers: dict[str, Any] = {
             "lang": "py", "task": EVALUATE_TASK, "id": task_id, "shadow": None, "eta": None,
-            "expires": None, "group": self.group_id, "group_index": group_index, "retries": 0,
+            "expires": None, "group": self.group_id if chord else None,
+            "group_index": group_index if chord else None, "retries": 0,
             "timelimit": [time_limit, None], "root_id": task_id, "parent_id": None,
             "argsrepr": f"({args[0]!r}, <{len(args[1])} candidates>, {args[2]!r})",
             "kwargsrepr": "{}", "origin": self.origin, "ignore_result": None,
