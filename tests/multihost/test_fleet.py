@@ -156,12 +156,12 @@ def test_redis_host_restart_keeps_one_result_each(fleet: Fleet) -> None:
     as a host reboot would: the candidates that finished meanwhile are recorded ``ok`` (they
     were recorded as a ConnectionError ``error`` once the client's ~30 s of retries ran out)."""
     log = fleet.fabric.workdir / "redis-restart-runs.log"
-    candidates = sleepers(24, 0.5, log)
+    candidates = sleepers(32, 1.0, log)  # 8 s on 4 children: Redis stops while they run
     spec = fleet.write_spec("redis-restart", candidates)
     generation = fleet.generation_id(spec)
     launcher = fleet.launch(spec)
     wait_until(lambda: fleet.recorded(generation) >= 4, 60, "the first results")
-    wait_until(lambda: running_on(fleet, "node1", log) and running_on(fleet, "node2", log), 30,
+    wait_until(lambda: running_on(fleet, "node1", log) and running_on(fleet, "node2", log), 60,
                "both nodes to run candidates")
     before = {r.candidate_id: r for r in fleet.ledger_view(generation)["results"]}
     fleet.fabric.stop_redis()
