@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,14 +146,6 @@ def assert_one_result_each(fleet: Fleet, spec: Path, ids: list[str]) -> dict[str
     return results
 
 
-def wait_until(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

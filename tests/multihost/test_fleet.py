@@ -15,14 +15,9 @@ from typing import Any
 
 import pytest
 
+from tests.acceptance.conftest import wait_until
 from tests.fault_evaluators import runs
-from tests.multihost.conftest import (
-    NODES,
-    VISIBILITY_TIMEOUT_S,
-    Fleet,
-    assert_one_result_each,
-    wait_until,
-)
+from tests.multihost.conftest import NODES, VISIBILITY_TIMEOUT_S, Fleet, assert_one_result_each
 from workers.contract import EvaluationResult, Status
 
 pytestmark = [pytest.mark.multihost, pytest.mark.slow]
