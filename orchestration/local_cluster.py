@@ -134,11 +134,16 @@ def worker_command(
     loglevel: str = "WARNING",
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """The ``celery worker`` command line; queues are listed highest priority first."""
+    """The ``celery worker`` command line; queues are listed highest priority first.
+
+    Mingle and gossip are off: evofleet uses neither (the ledger, not revokes or logical clocks,
+    decides what runs), mingle costs a second per start, and a reconnect that fails again during
+    mingle's exchange could leave a Redis worker alive but no longer consuming (celery#8030).
+    """
     command = [
         sys.executable, "-m", "celery", "-A", "workers", "worker",
         "--pool", "prefork", "--concurrency", str(concurrency),
-        "-Q", ",".join(queues), "--loglevel", loglevel,
+        "-Q", ",".join(queues), "--loglevel", loglevel, "--without-mingle", "--without-gossip",
     ]
     if hostname:
         command += ["--hostname", hostname]

@@ -100,6 +100,7 @@ def test_dry_run_builds_the_celery_command_line(monkeypatch: pytest.MonkeyPatch)
     assert flags["--max-tasks-per-child"] == "5"
     assert flags["--max-memory-per-child"] == str(500 * 1024)  # celery takes KiB
     assert flags["--hostname"] == "gpu1@node"
+    assert {"--without-mingle", "--without-gossip"} <= set(command)  # see worker_command
 
     first_two = runner.invoke(app, ["worker", "--gpus", "2", "--concurrency", "7", "--dry-run"])
     assert first_two.output.startswith("EVOFLEET_GPUS=0,1 ")
