@@ -18,15 +18,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TypeVar
 
 import redis
 
 from orchestration.local_cluster import find_redis_server
+from tests.acceptance.conftest import wait_until
 from workers.keys import WORKER_SLOTS
 
 T = TypeVar("T")
@@ -217,7 +217,7 @@ class Fabric:
             if process.poll() is not None:
                 raise RuntimeError(f"redis-server exited: {self.log('redis.log')[-1500:]}")
             return self.redis_ping()
-        self.wait_for(answers, timeout_s, "redis-server to answer")
+        wait_until(answers, timeout_s, "redis-server to answer")
 
     def stop_redis(self) -> None:
         """Shut Redis down as a host's shutdown would (SIGTERM: AOF flushed, clients closed)."""
@@ -262,7 +262,7 @@ class Fabric:
         ], log="relay.log")
         self.latency_method = "userspace relay on the Redis host (this kernel has no netem)"
         url = self.redis_url(port=RELAY_PORT)
-        self.wait_for(lambda: self._relay_answers(), 20, "the delay relay")
+        wait_until(lambda: self._relay_answers(), 20, "the delay relay")
         return url
 
     def _relay_answers(self) -> bool:
@@ -308,19 +308,9 @@ class Fabric:
                 raise RuntimeError(f"worker on {host} exited {process.returncode}: "
                                    f"{self.log(host + '.log')[-2000:]}")
             return bool(self.call("redis", lambda: self.redis().exists(key)))
-        self.wait_for(ready, timeout_s, f"the worker on {host}")
+        wait_until(ready, timeout_s, f"the worker on {host}")
 
     # -- helpers ----------------------------------------------------------------
-    @staticmethod
-    def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.1)
-        raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
-
     def close(self) -> None:
         """Stop every process, delete every namespace (and with them every link). Idempotent."""
         for process in self.processes:
