@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,8 @@ from workers.keys import ARTIFACT_STORES, ARTIFACT_SWEEP_LOCK, GenerationKeys
 from workers.redis_client import connect
 
 logger = logging.getLogger(__name__)
-_registered: set[tuple[int, str, str]] = set()
+_REGISTERED_KEPT = 1024  # a forgotten one costs one idempotent ZADD NX again
+_registered: OrderedDict[tuple[int, str, str], None] = OrderedDict()
 _stop = threading.Event()
 
 
@@ -28,9 +30,12 @@ def register_store(client: redis.Redis, generation_id: str, url: str) -> None:
     """Note that ``generation_id`` writes artifacts to ``url`` (once per process)."""
     key = (os.getpid(), generation_id, url)
     if key in _registered:
+        _registered.move_to_end(key)
         return
     client.zadd(ARTIFACT_STORES, {json.dumps([generation_id, url]): time.time()}, nx=True)
-    _registered.add(key)
+    _registered[key] = None
+    if len(_registered) > _REGISTERED_KEPT:  # a long-lived child sees endless generations
+        _registered.popitem(last=False)
 
 
 @dataclass

@@ -358,3 +358,20 @@ def test_a_dead_pool_child_keeps_the_outputs_attached_before(
     client = redis.Redis.from_url(url)
     assert not client.exists(GenerationKeys(spec.id).attached)  # dropped once recorded
     client.close()
+
+
+def test_a_long_lived_child_remembers_a_bounded_number_of_stores(redis_client: redis.Redis) -> None:
+    """Every generation's store is registered for the sweep; the per-process memo stays bounded."""
+    from workers import retention
+
+    ids = [f"memo-{i}" for i in range(retention._REGISTERED_KEPT + 500)]
+    for generation_id in ids:
+        retention.register_store(redis_client, generation_id, "file:///tmp/memo-store")
+    assert len(retention._registered) == retention._REGISTERED_KEPT
+    stored = {json.loads(m)[0] for m in redis_client.zrange(ARTIFACT_STORES, 0, -1)}
+    assert set(ids) <= stored
+    redis_client.delete(ARTIFACT_STORES)
+    for generation_id in (ids[0], ids[-1]):  # the oldest was forgotten, the newest is remembered
+        retention.register_store(redis_client, generation_id, "file:///tmp/memo-store")
+    assert [json.loads(m)[0] for m in redis_client.zrange(ARTIFACT_STORES, 0, -1)] == [ids[0]]
+    redis_client.delete(ARTIFACT_STORES)
