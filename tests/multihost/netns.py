@@ -321,6 +321,9 @@ class Fabric:
                     pass
                 process.wait(timeout=10)
         self.processes.clear()
+        if self._client is not None:  # else its socket is a ResourceWarning in some later test
+            self._client.close()
+            self._client = None
         for caller in self._callers.values():
             caller.shutdown(wait=False, cancel_futures=True)
         self._callers.clear()
