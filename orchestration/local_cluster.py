@@ -17,6 +17,7 @@ from typing import IO
 
 import redis
 
+from orchestration.orphan_guard import release_guard, start_guard
 from workers.contract import PRIORITIES
 
 LOCAL_STOP_S = 5.0  # warm shutdown of a local worker before SIGKILL
@@ -273,6 +274,7 @@ def local_cluster(
     """A private Redis and ``workers`` worker processes for as long as the block runs; yields the URL."""
     server = LocalRedis(binary=redis_binary).start()
     started: list[LocalWorker] = []
+    guard: subprocess.Popen[bytes] | None = None
     try:
         client = redis.Redis.from_url(server.url)
         for index in range(workers):
@@ -283,6 +285,9 @@ def local_cluster(
                 log_path=server.workdir / f"worker{index}.log",
             )
             started.append(worker.start())
+        # If this process is SIGKILLed, the guard stops what it started (else they run on).
+        assert server.process is not None
+        guard = start_guard([w.pid for w in started] + [server.process.pid], remove=server.workdir)
         for worker in started:
             worker.wait_ready(client, timeout_s=ready_timeout_s)
         client.close()
@@ -292,3 +297,5 @@ def local_cluster(
             # Once the generation ended nothing runs; after a cancel, nothing running matters.
             worker.stop(timeout_s=LOCAL_STOP_S)
         server.stop()
+        if guard is not None:
+            release_guard(guard)

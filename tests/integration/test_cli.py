@@ -249,12 +249,9 @@ def test_cancel_twice_says_it_had_ended(private_redis: LocalRedis, tmp_path: Pat
     assert second.returncode == 0 and "had already ended: cancelled" in second.stderr
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sender", ["terminal", "supervisor"])
-def test_interrupt_in_local_mode_cancels_and_leaves_no_process(tmp_path: Path, sender: str) -> None:
-    """Ctrl-C in a terminal (SIGINT to the whole foreground group) or SIGTERM from a supervisor
-    (to the launcher alone): the local generation is cancelled, the file has one line per
-    candidate, and its Redis and workers are gone."""
+def _local_launch_under_way(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, list[psutil.Process]]:
+    """A local-mode launch of 12 one-second candidates, once two results are in the file:
+    the launcher, its output file and every process it spawned (Redis, workers, the guard)."""
     candidates = "".join(f"  - {{id: c{i}, params: {{seconds: 1.0}}}}\n" for i in range(12))
     (tmp_path / "spec.yaml").write_text(
         "evaluator: sleep\nobjectives: {seconds: min}\nbatch_size: 1\nbatch_timeout: 0.1\n"
@@ -266,13 +263,25 @@ def test_interrupt_in_local_mode_cancels_and_leaves_no_process(tmp_path: Path, s
         env=cli_env(None), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True, start_new_session=True,  # a group of its own, as a shell's foreground job
     )
+    deadline = time.monotonic() + 90
+    while not (out.exists() and out.read_text().count("\n") >= 2):
+        if time.monotonic() > deadline or launcher.poll() is not None:
+            launcher.kill()
+            pytest.fail(f"no results within 90 s: {launcher.communicate()[1][-2000:]}")
+        time.sleep(0.1)
+    spawned = psutil.Process(launcher.pid).children(recursive=True)
+    assert any("redis-server" in p.name() for p in spawned) and len(spawned) >= 3
+    return launcher, out, spawned
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sender", ["terminal", "supervisor"])
+def test_interrupt_in_local_mode_cancels_and_leaves_no_process(tmp_path: Path, sender: str) -> None:
+    """Ctrl-C in a terminal (SIGINT to the whole foreground group) or SIGTERM from a supervisor
+    (to the launcher alone): the local generation is cancelled, the file has one line per
+    candidate, and its Redis and workers are gone."""
+    launcher, out, spawned = _local_launch_under_way(tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while not (out.exists() and out.read_text().count("\n") >= 2):
-            assert time.monotonic() < deadline and launcher.poll() is None
-            time.sleep(0.1)
-        spawned = psutil.Process(launcher.pid).children(recursive=True)
-        assert any("redis-server" in p.name() for p in spawned) and len(spawned) >= 3
         if sender == "terminal":
             os.killpg(launcher.pid, signal.SIGINT)
         else:
@@ -289,6 +298,20 @@ def test_interrupt_in_local_mode_cancels_and_leaves_no_process(tmp_path: Path, s
     _, alive = psutil.wait_procs(spawned, timeout=10)
     assert alive == [], [p.cmdline() for p in alive]
     assert "cancelling the local generation" in stderr
+
+
+@pytest.mark.slow
+def test_a_sigkilled_local_launcher_leaves_no_process(tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer, a CI timeout) gives the launcher no chance to stop its Redis and
+    workers: the orphan guard it started does, within its grace period, and removes Redis' folder."""
+    launcher, _, spawned = _local_launch_under_way(tmp_path)
+    redis_dirs = {Path(p.cwd()) for p in spawned if "redis-server" in p.name()}
+    launcher.kill()
+    launcher.communicate()
+    _, alive = psutil.wait_procs(spawned, timeout=30)
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [p.cmdline() for p in alive]
+    assert redis_dirs and not any(d.exists() for d in redis_dirs)
 
 
 def test_a_users_workers_package_in_the_launch_directory_is_refused(tmp_path: Path) -> None:
