@@ -6,35 +6,42 @@ Resuming needs no pickle: a freshly seeded algorithm is told the recorded genera
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
 
-from orchestration.api import attach
+from orchestration.api import attach, launch
 from orchestration.evolve.algorithms import Optimizer, build_optimizer
 from orchestration.evolve.history import Archive, generation_record, true_front
-from orchestration.evolve.plots import front_plot, progress_plot
+from orchestration.evolve.plots import front_plot, progress_plot, warm_up
 from orchestration.evolve.spec import RunSpec, load_run_spec, run_spec_from_dict
 from orchestration.evolve.store import RunStore
+from orchestration.evolve.writer import BackgroundWriter
 from orchestration.generation import Generation
 from orchestration.integrations.pymoo import WAIT_SLACK_S, Fleet, candidate_id, in_row_order
 from orchestration.settings import LaunchSettings
+from orchestration.spec_loading import spec_from_dict
 from orchestration.submit import AutoChunk
-from workers.contract import EvaluationResult
+from workers.contract import EvaluationResult, GenerationSpec
 from workers.keys import RUN_CHECKPOINT
 from workers.ledger import Ledger
 from workers.redis_client import connect
 
 logger = logging.getLogger(__name__)
 GenerationCallback = Callable[[dict[str, Any]], None]
+# Generations whose files may wait on the writer (a front picture a generation costs more than a
+# cheap generation); a resume re-attaches those still in Redis, or evaluates them again.
+WRITER_DEPTH = 4
 
 
 class ResumeMismatch(RuntimeError):
@@ -62,7 +69,13 @@ class Run:
         # chunk_size auto learns anew in each generation, starting from chunks of one; the run
         # carries what earlier generations measured, so cheap candidates travel in chunks at once.
         self._auto_chunk = AutoChunk()
-        self._first_launch = True
+        self._template: GenerationSpec | None = None
+        self._may_exist = True  # until a generation is not in Redis: see _evaluate
+        self._client: redis.Redis | None = None
+        self._client_lock = threading.Lock()
+        self._writer = BackgroundWriter(f"evolve-{spec.id}-writer", depth=WRITER_DEPTH)
+        self._pending: list[Callable[[], None]] = []  # the last generation's files, to be written
+        self._warming: threading.Thread | None = None
         self._optimizer: Optimizer | None = None
         self._status: str | None = None
         self._error: BaseException | None = None
@@ -110,6 +123,15 @@ class Run:
             logger.exception("run %s failed", self.spec.id)
             self._error = exc
         finally:
+            # Whatever ended the loop, the generations it finished get their files.
+            with contextlib.suppress(BaseException):  # a failed writer: close() returns its error
+                self._hand_over()
+            failed = self._writer.close()
+            if failed is not None and self._error is None:
+                logger.error("run %s: writing its files failed: %s", self.spec.id, failed)
+                self._error = failed
+            if self._client is not None:
+                self._client.close()
             self.fleet.close()
             self._ended.set()
 
@@ -127,7 +149,8 @@ class Run:
             started = time.monotonic()
             params = optimizer.ask()
             generation_id = spec.generation_id(index)
-            if store.results_path(generation_id).exists():
+            replayed = store.results_path(generation_id).exists()
+            if replayed:
                 results = store.read_results(generation_id, objectives)
                 _check_replay(generation_id, params, results)
                 self.replayed += 1
@@ -136,11 +159,18 @@ class Run:
                 if evaluated is None:
                     return "cancelled"
                 results = evaluated
-                store.write_results(generation_id, results, objectives)
             optimizer.tell(results)
             F = self.archive.add(results)
-            if index >= completed:
-                self._record(index, results, F, time.monotonic() - started)
+            # Generation k's files are written while k+1 runs (ask k+1 needs only tell k);
+            # the writer keeps their order, so a checkpoint follows its Parquet file.
+            self._pending.append(partial(
+                self._write, index, results, F, self.archive.snapshot(),
+                time.monotonic() - started, write_results=not replayed, record=index >= completed,
+            ))
+            if replayed:
+                self._hand_over()
+        self._hand_over()
+        self._writer.flush()
         population = optimizer.population()
         if population is not None:
             store.write_population(population)
@@ -150,27 +180,43 @@ class Run:
         write_run_report(store)
         return "complete"
 
+    def _hand_over(self) -> None:
+        """Queue the pending jobs on the writer (raises its error, if a job failed)."""
+        while self._pending:
+            self._writer.submit(self._pending.pop(0))
+
+    def _redis(self) -> redis.Redis:
+        """One client for the run's own commands (the ledger check, the checkpoint mirror)."""
+        with self._client_lock:  # the loop and the writer both use it
+            if self._client is None:
+                self._client = connect(self.fleet.url)
+            return self._client
+
     def _evaluate(self, index: int, params: Sequence[dict[str, Any]]) -> list[EvaluationResult] | None:
         """One generation on the fleet; None when the run was cancelled meanwhile."""
         spec = self.spec
         generation_id = spec.generation_id(index)
         url = self.fleet.url
-        exists = False
-        if self._first_launch:  # only the first one this process launches can predate it
-            self._first_launch = False
-            client = connect(url)
-            try:
-                exists = Ledger(client, generation_id).exists()
-            finally:
-                client.close()
-        if exists:  # launched before the launcher died: collect it, do not submit it again
-            generation = attach(generation_id, broker_url=url, settings=self.fleet.settings)
+        # A launcher that died left its last generations launched (the files lag behind by up
+        # to the writer's depth): collect those, do not submit them again. Launches go in order,
+        # so the first generation not in Redis ends the search.
+        exists = self._may_exist and Ledger(self._redis(), generation_id).exists()
+        self._may_exist = exists
+        collected: list[EvaluationResult] = []  # handed over batch by batch: no second read
+        if exists:
+            generation = attach(generation_id, broker_url=url, settings=self.fleet.settings,
+                                on_batch=collected.extend)
         else:
             candidates = [{"id": candidate_id(i), "params": p} for i, p in enumerate(params)]
-            fields = spec.generation_fields(index)
-            if fields["chunk_size"] == "auto" and self._auto_chunk.seen:
-                fields["chunk_size"] = self._auto_chunk.size(len(candidates))
-            generation = self.fleet.launch(fields, candidates)
+            generation = launch(self._generation_spec(index, len(candidates)), broker_url=url,
+                                settings=self.fleet.settings, candidates=candidates,
+                                on_batch=collected.extend)
+        # Only now the writer starts on the previous generation's files: it would slow down
+        # ask and launch (the GIL); this generation's wait is the time it has.
+        self._hand_over()
+        if self._warming is None:  # matplotlib's import (~1 s) while the first generation runs
+            self._warming = threading.Thread(target=_warm_up, name="evolve-warm-up", daemon=True)
+            self._warming.start()
         self.current = generation
         try:
             status = generation.wait(spec.deadline + WAIT_SLACK_S)
@@ -178,7 +224,9 @@ class Run:
             self.current = None
         if status == "cancelled" and self._cancel.is_set():
             return None
-        results = in_row_order(generation.results(), len(params))
+        if len({r.candidate_id for r in collected}) != len(params):
+            collected = generation.results()
+        results = in_row_order(collected, len(params))
         for result in results:
             self._auto_chunk.observe(result.eval_seconds)
         # The params echo makes each Parquet file self-contained (and checks an attached one).
@@ -186,6 +234,26 @@ class Run:
                       [r for r in results if r.params is not None])
         return [r if r.params is not None else r.model_copy(update={"params": dict(p)})
                 for r, p in zip(results, params, strict=True)]
+
+    def _generation_spec(self, index: int, size: int) -> GenerationSpec:
+        """Generation ``index``'s spec: the run's, validated once, with its id and chunk size."""
+        if self._template is None:
+            self._template = spec_from_dict(self.spec.generation_fields(0), source=self.spec.id,
+                                            allow_empty=True)
+        update: dict[str, Any] = {"id": self.spec.generation_id(index)}
+        if self._template.chunk_size == "auto" and self._auto_chunk.seen:
+            update["chunk_size"] = self._auto_chunk.size(size)
+        return self._template.model_copy(update=update)
+
+    def _write(self, index: int, results: Sequence[EvaluationResult], F: np.ndarray,
+               archive: Archive, elapsed_s: float, *, write_results: bool, record: bool) -> None:
+        """Generation ``index``'s files, on the writer thread: its Parquet file, then (when not
+        recorded before) its history line, the checkpoint, its front picture."""
+        spec, store = self.spec, self.store
+        if write_results:
+            store.write_results(spec.generation_id(index), results, list(spec.objectives))
+        if record:
+            self._record(index, results, F, archive, elapsed_s)
 
     def _mirror_checkpoint(self, completed: int) -> None:
         """Against a deployment, Redis also says how far the run got and where its files are
@@ -195,18 +263,16 @@ class Run:
         mirror = {"completed": completed, "generations": self.spec.generations,
                   "output": str(self.store.root.resolve()), "host": socket.gethostname(),
                   "updated_at": time.time()}
-        client = connect(self.fleet.broker_url)
         try:
-            client.set(checkpoint_key(self.spec.id), json.dumps(mirror), ex=self.fleet.settings.retention_s)
+            self._redis().set(checkpoint_key(self.spec.id), json.dumps(mirror),
+                              ex=self.fleet.settings.retention_s)
         except redis.RedisError as exc:  # the files are what counts; Redis only mirrors them
             logger.warning("run %s: checkpoint not mirrored to Redis: %s", self.spec.id, exc)
-        finally:
-            client.close()
 
     def _record(self, index: int, results: Sequence[EvaluationResult], F: np.ndarray,
-                elapsed_s: float) -> None:
+                archive: Archive, elapsed_s: float) -> None:
         spec, store = self.spec, self.store
-        record = generation_record(spec, index, results, self.archive, elapsed_s)
+        record = generation_record(spec, index, results, archive, elapsed_s)
         store.append_history(record)
         self.history.append(record)
         store.write_checkpoint(index + 1)
@@ -217,12 +283,19 @@ class Run:
                 store.plots / f"front-g{index:04d}.png",
                 title=f"{spec.generation_id(index)}: front {record['front_size']}",
                 names=list(spec.objectives), generation=F,
-                archive=self.archive.F[: len(self.archive.F) - len(F)],
-                front=self.archive.front_F,
+                archive=archive.F[: len(archive.F) - len(F)],
+                front=archive.front_F,
                 true_front=true_front(spec.front_name) if spec.front_name else None,
             )
         if self.on_generation is not None:
             self.on_generation(record)
+
+
+def _warm_up() -> None:
+    try:
+        warm_up()
+    except Exception:  # only a head start: the pictures themselves will say what is wrong
+        logger.debug("matplotlib warm-up failed", exc_info=True)
 
 
 def checkpoint_key(run_id: str) -> str:

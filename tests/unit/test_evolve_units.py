@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,43 @@ def test_history_record_has_generation_and_running_bests() -> None:
     assert record["counts"]["ok"] == 1 and record["front_size"] == 1
     assert record["hypervolume"] == pytest.approx((2.0 - 1.0) * (1.0 - 0.0))  # f2 maximised
     assert record["igd"] is None  # zdt1's known front is for f1 and f2 both minimised
+
+
+def test_an_archive_snapshot_stays_as_it_was_while_the_run_goes_on() -> None:
+    spec = RunSpec.model_validate(BASE)
+    archive = Archive(spec.objectives)
+    archive.add([result("a", Status.ok, {"f1": 1.0, "f2": 1.0}, [0.0])])
+    snapshot = archive.snapshot()
+    archive.add([result("b", Status.ok, {"f1": 0.5, "f2": 0.5}, [0.0])])
+    assert snapshot.F.tolist() == [[1.0, 1.0]] and snapshot.front_F.tolist() == [[1.0, 1.0]]
+    assert [r.candidate_id for r in snapshot.front_results] == ["a"]
+    assert snapshot.best_scores() == {"f1": 1.0, "f2": 1.0}
+    assert archive.best_scores() == {"f1": 0.5, "f2": 0.5}
+
+
+def test_the_background_writer_keeps_order_and_stops_at_the_first_error() -> None:
+    from orchestration.evolve.writer import BackgroundWriter
+
+    writer = BackgroundWriter("test-writer", depth=2)
+    done: list[int] = []
+    for index in range(5):
+        writer.submit(lambda index=index: done.append(index))
+    writer.flush()
+    assert done == [0, 1, 2, 3, 4]
+
+    gate = threading.Event()
+
+    def fail() -> None:
+        gate.wait(10)
+        raise OSError("disk full")
+
+    writer.submit(fail)
+    writer.submit(lambda: done.append(5))  # queued behind the failing job: skipped
+    gate.set()
+    with pytest.raises(OSError, match="disk full"):
+        writer.flush()
+    with pytest.raises(OSError, match="disk full"):
+        writer.submit(lambda: done.append(6))
+    error = writer.close()
+    assert isinstance(error, OSError) and done == [0, 1, 2, 3, 4]
+    assert BackgroundWriter("test-writer-2").close() is None
