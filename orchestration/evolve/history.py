@@ -51,7 +51,7 @@ class Archive:
         return F
 
     def snapshot(self) -> Archive:
-        """The archive as it is now, for the background writer (a shallow copy suffices)."""
+        """The archive as it is now, for files written later (a shallow copy suffices)."""
         return copy.copy(self)
 
     def _update_front(self, F: np.ndarray, ok: list[EvaluationResult]) -> None:

@@ -6,7 +6,6 @@ Resuming needs no pickle: a freshly seeded algorithm is told the recorded genera
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import socket
@@ -26,7 +25,6 @@ from orchestration.evolve.history import Archive, generation_record, true_front
 from orchestration.evolve.plots import front_plot, progress_plot, warm_up
 from orchestration.evolve.spec import RunSpec, load_run_spec, run_spec_from_dict
 from orchestration.evolve.store import RunStore
-from orchestration.evolve.writer import BackgroundWriter
 from orchestration.generation import Generation
 from orchestration.integrations.pymoo import WAIT_SLACK_S, Fleet, candidate_id, in_row_order
 from orchestration.settings import LaunchSettings
@@ -39,9 +37,6 @@ from workers.redis_client import connect
 
 logger = logging.getLogger(__name__)
 GenerationCallback = Callable[[dict[str, Any]], None]
-# Generations whose files may wait on the writer (a front picture a generation costs more than a
-# cheap generation); a resume re-attaches those still in Redis, or evaluates them again.
-WRITER_DEPTH = 4
 
 
 class ResumeMismatch(RuntimeError):
@@ -72,10 +67,9 @@ class Run:
         self._template: GenerationSpec | None = None
         self._may_exist = True  # until a generation is not in Redis: see _evaluate
         self._client: redis.Redis | None = None
-        self._client_lock = threading.Lock()
-        self._writer = BackgroundWriter(f"evolve-{spec.id}-writer", depth=WRITER_DEPTH)
-        self._pending: list[Callable[[], None]] = []  # the last generation's files, to be written
-        self._warming: threading.Thread | None = None
+        # The last generation's files, written while the next one runs (matplotlib's import,
+        # needed for the pictures, while the first one runs).
+        self._pending: list[Callable[[], None]] = [warm_up]
         self._optimizer: Optimizer | None = None
         self._status: str | None = None
         self._error: BaseException | None = None
@@ -124,12 +118,13 @@ class Run:
             self._error = exc
         finally:
             # Whatever ended the loop, the generations it finished get their files.
-            with contextlib.suppress(BaseException):  # a failed writer: close() returns its error
-                self._hand_over()
-            failed = self._writer.close()
-            if failed is not None and self._error is None:
-                logger.error("run %s: writing its files failed: %s", self.spec.id, failed)
-                self._error = failed
+            self._pending = [job for job in self._pending if job is not warm_up]
+            try:
+                self._write_pending()
+            except BaseException as exc:
+                logger.exception("run %s: writing its files failed", self.spec.id)
+                if self._error is None:
+                    self._error = exc
             if self._client is not None:
                 self._client.close()
             self.fleet.close()
@@ -161,16 +156,15 @@ class Run:
                 results = evaluated
             optimizer.tell(results)
             F = self.archive.add(results)
-            # Generation k's files are written while k+1 runs (ask k+1 needs only tell k);
-            # the writer keeps their order, so a checkpoint follows its Parquet file.
+            # Generation k's files are written once k+1 is launched, while it runs (ask k+1
+            # needs only tell k); a resume collects a generation launched before its files.
             self._pending.append(partial(
                 self._write, index, results, F, self.archive.snapshot(),
                 time.monotonic() - started, write_results=not replayed, record=index >= completed,
             ))
             if replayed:
-                self._hand_over()
-        self._hand_over()
-        self._writer.flush()
+                self._write_pending()
+        self._write_pending()
         population = optimizer.population()
         if population is not None:
             store.write_population(population)
@@ -180,26 +174,25 @@ class Run:
         write_run_report(store)
         return "complete"
 
-    def _hand_over(self) -> None:
-        """Queue the pending jobs on the writer (raises its error, if a job failed)."""
+    def _write_pending(self) -> None:
+        """Write what the last generation left to write, in order (each job at most once)."""
         while self._pending:
-            self._writer.submit(self._pending.pop(0))
+            self._pending.pop(0)()
 
     def _redis(self) -> redis.Redis:
         """One client for the run's own commands (the ledger check, the checkpoint mirror)."""
-        with self._client_lock:  # the loop and the writer both use it
-            if self._client is None:
-                self._client = connect(self.fleet.url)
-            return self._client
+        if self._client is None:
+            self._client = connect(self.fleet.url)
+        return self._client
 
     def _evaluate(self, index: int, params: Sequence[dict[str, Any]]) -> list[EvaluationResult] | None:
         """One generation on the fleet; None when the run was cancelled meanwhile."""
         spec = self.spec
         generation_id = spec.generation_id(index)
         url = self.fleet.url
-        # A launcher that died left its last generations launched (the files lag behind by up
-        # to the writer's depth): collect those, do not submit them again. Launches go in order,
-        # so the first generation not in Redis ends the search.
+        # A launcher that died may have left its last two generations launched without their
+        # files (see _write_pending): collect those, do not submit them again. Launches go in
+        # order, so the first generation not in Redis ends the search.
         exists = self._may_exist and Ledger(self._redis(), generation_id).exists()
         self._may_exist = exists
         collected: list[EvaluationResult] = []  # handed over batch by batch: no second read
@@ -211,14 +204,11 @@ class Run:
             generation = launch(self._generation_spec(index, len(candidates)), broker_url=url,
                                 settings=self.fleet.settings, candidates=candidates,
                                 on_batch=collected.extend)
-        # Only now the writer starts on the previous generation's files: it would slow down
-        # ask and launch (the GIL); this generation's wait is the time it has.
-        self._hand_over()
-        if self._warming is None:  # matplotlib's import (~1 s) while the first generation runs
-            self._warming = threading.Thread(target=_warm_up, name="evolve-warm-up", daemon=True)
-            self._warming.start()
         self.current = generation
         try:
+            # The workers evaluate this generation meanwhile. (A writer thread did worse on two
+            # cores: the GIL made ask, launch and the pictures slower than this order costs.)
+            self._write_pending()
             status = generation.wait(spec.deadline + WAIT_SLACK_S)
         finally:
             self.current = None
@@ -247,8 +237,8 @@ class Run:
 
     def _write(self, index: int, results: Sequence[EvaluationResult], F: np.ndarray,
                archive: Archive, elapsed_s: float, *, write_results: bool, record: bool) -> None:
-        """Generation ``index``'s files, on the writer thread: its Parquet file, then (when not
-        recorded before) its history line, the checkpoint, its front picture."""
+        """Generation ``index``'s files: its Parquet file, then (when not recorded before) its
+        history line, the checkpoint, its front picture; ``archive`` as it was after ``index``."""
         spec, store = self.spec, self.store
         if write_results:
             store.write_results(spec.generation_id(index), results, list(spec.objectives))
@@ -289,13 +279,6 @@ class Run:
             )
         if self.on_generation is not None:
             self.on_generation(record)
-
-
-def _warm_up() -> None:
-    try:
-        warm_up()
-    except Exception:  # only a head start: the pictures themselves will say what is wrong
-        logger.debug("matplotlib warm-up failed", exc_info=True)
 
 
 def checkpoint_key(run_id: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -114,30 +113,3 @@ def test_an_archive_snapshot_stays_as_it_was_while_the_run_goes_on() -> None:
     assert snapshot.best_scores() == {"f1": 1.0, "f2": 1.0}
     assert archive.best_scores() == {"f1": 0.5, "f2": 0.5}
 
-
-def test_the_background_writer_keeps_order_and_stops_at_the_first_error() -> None:
-    from orchestration.evolve.writer import BackgroundWriter
-
-    writer = BackgroundWriter("test-writer", depth=2)
-    done: list[int] = []
-    for index in range(5):
-        writer.submit(lambda index=index: done.append(index))
-    writer.flush()
-    assert done == [0, 1, 2, 3, 4]
-
-    gate = threading.Event()
-
-    def fail() -> None:
-        gate.wait(10)
-        raise OSError("disk full")
-
-    writer.submit(fail)
-    writer.submit(lambda: done.append(5))  # queued behind the failing job: skipped
-    gate.set()
-    with pytest.raises(OSError, match="disk full"):
-        writer.flush()
-    with pytest.raises(OSError, match="disk full"):
-        writer.submit(lambda: done.append(6))
-    error = writer.close()
-    assert isinstance(error, OSError) and done == [0, 1, 2, 3, 4]
-    assert BackgroundWriter("test-writer-2").close() is None
