@@ -46,7 +46,7 @@ def test_nsga2_on_zdt1_matches_pymoo_exactly_and_reaches_the_front(
 ) -> None:
     # pymoo's own NSGA-II needs ~150 generations of 100 for IGD <= 0.01 on 30-variable ZDT1
     # (50 give ~0.1 for seeds 1-5), so the run is that long; the test asks for pymoo's result.
-    # Chunks of 25: cheap candidates, so few messages per generation (auto sizing restarts each one).
+    # Chunks of 25: cheap candidates, so few messages from the first generation on.
     spec = zdt1_run(150, 100, plot_every=50, chunk_size=25, batch_size=100)
     run = evolve(spec, broker_url=redis_url, output=tmp_path / "run")
     assert run.wait(540) == "complete"
