@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from orchestration.admin_cli import delete_generation
 from orchestration.api import attach, launch
 from orchestration.evolve.algorithms import Optimizer, build_optimizer
 from orchestration.evolve.history import Archive, generation_record, true_front
@@ -193,8 +194,11 @@ class Run:
         # A launcher that died may have left its last two generations launched without their
         # files (see _write_pending): collect those, do not submit them again. Launches go in
         # order, so the first generation not in Redis ends the search.
-        exists = self._may_exist and Ledger(self._redis(), generation_id).exists()
-        self._may_exist = exists
+        status = Ledger(self._redis(), generation_id).status() if self._may_exist else None
+        if status == "cancelled":  # the run was stopped (Ctrl-C, cancel()): evaluate it again
+            delete_generation(url, generation_id, force=False)
+            status = None
+        exists = self._may_exist = status is not None
         collected: list[EvaluationResult] = []  # handed over batch by batch: no second read
         if exists:
             generation = attach(generation_id, broker_url=url, settings=self.fleet.settings,
@@ -209,10 +213,10 @@ class Run:
             # The workers evaluate this generation meanwhile. (A writer thread did worse on two
             # cores: the GIL made ask, launch and the pictures slower than this order costs.)
             self._write_pending()
-            status = generation.wait(spec.deadline + WAIT_SLACK_S)
+            ended = generation.wait(spec.deadline + WAIT_SLACK_S)
         finally:
             self.current = None
-        if status == "cancelled" and self._cancel.is_set():
+        if ended == "cancelled" and self._cancel.is_set():
             return None
         if len({r.candidate_id for r in collected}) != len(params):
             collected = generation.results()

@@ -194,3 +194,31 @@ def test_resume_collects_generations_launched_before_their_files_were_written(
     population = store.read_population()
     assert np.array_equal(population["X"], serial.get("X"))
     assert np.array_equal(population["F"], serial.get("F"))
+
+
+@pytest.mark.slow
+def test_a_generation_cancelled_by_ctrl_c_runs_again_on_resume(
+    redis_url: str, session_worker: LocalWorker, tmp_path: Path
+) -> None:
+    # Against a deployment the cancelled generation stays in Redis, with `cancelled` results:
+    # the resume must evaluate it again, not tell the algorithm those.
+    spec = zdt1_run(3, 20, evaluator="tests.pymoo_evaluators:slow_zdt1", chunk_size=1, seed=11)
+    run: Any = None
+
+    def cancel_during_generation_1(record: dict[str, Any]) -> None:
+        run.cancel()  # generation 0 is recorded while generation 1 runs (20 x 0.1 s on 2 children)
+
+    run = evolve(spec, broker_url=redis_url, output=tmp_path / "run",
+                 on_generation=cancel_during_generation_1)
+    assert run.wait(120) == "cancelled"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert Ledger(client, f"{spec['id']}-g0001").status() == "cancelled"
+    finally:
+        client.close()
+    resumed = resume(tmp_path / "run", broker_url=redis_url)
+    assert resumed.wait(120) == "complete"
+    assert all(r["counts"]["ok"] == 20 for r in resumed.history)
+    serial = pymoo_serial(3, 20, seed=11)
+    population = RunStore(tmp_path / "run").read_population()
+    assert np.array_equal(population["X"], serial.get("X"))
