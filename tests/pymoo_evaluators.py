@@ -39,3 +39,9 @@ def flaky_zdt1(candidate: Candidate, context: EvaluationContext) -> Scores:
     if bucket == 1:
         time.sleep(float(candidate.params.get("hang_s", 30.0)))
     return zdt1(candidate, context)
+
+
+def slow_zdt1(candidate: Candidate, context: EvaluationContext) -> Scores:
+    """ZDT1 after ``params.sleep_s`` (default 0.1 s): a generation that is still running when cancelled."""
+    time.sleep(float(candidate.params.get("sleep_s", 0.1)))
+    return zdt1(candidate, context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -26,7 +27,8 @@ class Archive:
 
     Objectives are kept as minimised (a ``max`` objective negated), as pymoo sees them. The
     front is updated from the old front and the new points only, so a generation costs the
-    same whether it is the 2nd or the 500th.
+    same whether it is the 2nd or the 500th. ``add`` replaces its arrays and lists, never
+    changes them in place, so a ``snapshot()`` stays as it was while the run goes on.
     """
 
     def __init__(self, objectives: Mapping[str, str]) -> None:
@@ -47,6 +49,10 @@ class Archive:
             self.best = np.minimum(self.best, F.min(axis=0))
             self._update_front(F, ok)
         return F
+
+    def snapshot(self) -> Archive:
+        """The archive as it is now, for files written later (a shallow copy suffices)."""
+        return copy.copy(self)
 
     def _update_front(self, F: np.ndarray, ok: list[EvaluationResult]) -> None:
         from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting

@@ -18,6 +18,16 @@ def _figure() -> Any:
     return Figure(figsize=(FIGURE_PX[0] / _DPI, FIGURE_PX[1] / _DPI), dpi=_DPI)
 
 
+def warm_up() -> None:
+    """Import matplotlib and render once (about a second, once per process), so the run's
+    first and last pictures do not pay for it: the run calls this while a generation runs."""
+    import io
+
+    figure = _figure()
+    figure.add_subplot().set_title("warm-up")
+    figure.savefig(io.BytesIO(), dpi=_DPI, format="png")
+
+
 def _save(figure: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")

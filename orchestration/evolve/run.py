@@ -12,23 +12,26 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
 
-from orchestration.api import attach
+from orchestration.admin_cli import delete_generation
+from orchestration.api import attach, launch
 from orchestration.evolve.algorithms import Optimizer, build_optimizer
 from orchestration.evolve.history import Archive, generation_record, true_front
-from orchestration.evolve.plots import front_plot, progress_plot
+from orchestration.evolve.plots import front_plot, progress_plot, warm_up
 from orchestration.evolve.spec import RunSpec, load_run_spec, run_spec_from_dict
 from orchestration.evolve.store import RunStore
 from orchestration.generation import Generation
 from orchestration.integrations.pymoo import WAIT_SLACK_S, Fleet, candidate_id, in_row_order
 from orchestration.settings import LaunchSettings
+from orchestration.spec_loading import spec_from_dict
 from orchestration.submit import AutoChunk
-from workers.contract import EvaluationResult
+from workers.contract import EvaluationResult, GenerationSpec
 from workers.keys import RUN_CHECKPOINT
 from workers.ledger import Ledger
 from workers.redis_client import connect
@@ -62,7 +65,12 @@ class Run:
         # chunk_size auto learns anew in each generation, starting from chunks of one; the run
         # carries what earlier generations measured, so cheap candidates travel in chunks at once.
         self._auto_chunk = AutoChunk()
-        self._first_launch = True
+        self._template: GenerationSpec | None = None
+        self._may_exist = True  # until a generation is not in Redis: see _evaluate
+        self._client: redis.Redis | None = None
+        # The last generation's files, written while the next one runs (matplotlib's import,
+        # needed for the pictures, while the first one runs).
+        self._pending: list[Callable[[], None]] = [warm_up]
         self._optimizer: Optimizer | None = None
         self._status: str | None = None
         self._error: BaseException | None = None
@@ -110,6 +118,16 @@ class Run:
             logger.exception("run %s failed", self.spec.id)
             self._error = exc
         finally:
+            # Whatever ended the loop, the generations it finished get their files.
+            self._pending = [job for job in self._pending if job is not warm_up]
+            try:
+                self._write_pending()
+            except BaseException as exc:
+                logger.exception("run %s: writing its files failed", self.spec.id)
+                if self._error is None:
+                    self._error = exc
+            if self._client is not None:
+                self._client.close()
             self.fleet.close()
             self._ended.set()
 
@@ -127,7 +145,8 @@ class Run:
             started = time.monotonic()
             params = optimizer.ask()
             generation_id = spec.generation_id(index)
-            if store.results_path(generation_id).exists():
+            replayed = store.results_path(generation_id).exists()
+            if replayed:
                 results = store.read_results(generation_id, objectives)
                 _check_replay(generation_id, params, results)
                 self.replayed += 1
@@ -136,11 +155,17 @@ class Run:
                 if evaluated is None:
                     return "cancelled"
                 results = evaluated
-                store.write_results(generation_id, results, objectives)
             optimizer.tell(results)
             F = self.archive.add(results)
-            if index >= completed:
-                self._record(index, results, F, time.monotonic() - started)
+            # Generation k's files are written once k+1 is launched, while it runs (ask k+1
+            # needs only tell k); a resume collects a generation launched before its files.
+            self._pending.append(partial(
+                self._write, index, results, F, self.archive.snapshot(),
+                time.monotonic() - started, write_results=not replayed, record=index >= completed,
+            ))
+            if replayed:
+                self._write_pending()
+        self._write_pending()
         population = optimizer.population()
         if population is not None:
             store.write_population(population)
@@ -150,35 +175,52 @@ class Run:
         write_run_report(store)
         return "complete"
 
+    def _write_pending(self) -> None:
+        """Write what the last generation left to write, in order (each job at most once)."""
+        while self._pending:
+            self._pending.pop(0)()
+
+    def _redis(self) -> redis.Redis:
+        """One client for the run's own commands (the ledger check, the checkpoint mirror)."""
+        if self._client is None:
+            self._client = connect(self.fleet.url)
+        return self._client
+
     def _evaluate(self, index: int, params: Sequence[dict[str, Any]]) -> list[EvaluationResult] | None:
         """One generation on the fleet; None when the run was cancelled meanwhile."""
         spec = self.spec
         generation_id = spec.generation_id(index)
         url = self.fleet.url
-        exists = False
-        if self._first_launch:  # only the first one this process launches can predate it
-            self._first_launch = False
-            client = connect(url)
-            try:
-                exists = Ledger(client, generation_id).exists()
-            finally:
-                client.close()
-        if exists:  # launched before the launcher died: collect it, do not submit it again
-            generation = attach(generation_id, broker_url=url, settings=self.fleet.settings)
+        # A launcher that died may have left its last two generations launched without their
+        # files (see _write_pending): collect those, do not submit them again. Launches go in
+        # order, so the first generation not in Redis ends the search.
+        status = Ledger(self._redis(), generation_id).status() if self._may_exist else None
+        if status == "cancelled":  # the run was stopped (Ctrl-C, cancel()): evaluate it again
+            delete_generation(url, generation_id, force=False)
+            status = None
+        exists = self._may_exist = status is not None
+        collected: list[EvaluationResult] = []  # handed over batch by batch: no second read
+        if exists:
+            generation = attach(generation_id, broker_url=url, settings=self.fleet.settings,
+                                on_batch=collected.extend)
         else:
             candidates = [{"id": candidate_id(i), "params": p} for i, p in enumerate(params)]
-            fields = spec.generation_fields(index)
-            if fields["chunk_size"] == "auto" and self._auto_chunk.seen:
-                fields["chunk_size"] = self._auto_chunk.size(len(candidates))
-            generation = self.fleet.launch(fields, candidates)
+            generation = launch(self._generation_spec(index, len(candidates)), broker_url=url,
+                                settings=self.fleet.settings, candidates=candidates,
+                                on_batch=collected.extend)
         self.current = generation
         try:
-            status = generation.wait(spec.deadline + WAIT_SLACK_S)
+            # The workers evaluate this generation meanwhile. (A writer thread did worse on two
+            # cores: the GIL made ask, launch and the pictures slower than this order costs.)
+            self._write_pending()
+            ended = generation.wait(spec.deadline + WAIT_SLACK_S)
         finally:
             self.current = None
-        if status == "cancelled" and self._cancel.is_set():
+        if ended == "cancelled" and self._cancel.is_set():
             return None
-        results = in_row_order(generation.results(), len(params))
+        if len({r.candidate_id for r in collected}) != len(params):
+            collected = generation.results()
+        results = in_row_order(collected, len(params))
         for result in results:
             self._auto_chunk.observe(result.eval_seconds)
         # The params echo makes each Parquet file self-contained (and checks an attached one).
@@ -186,6 +228,26 @@ class Run:
                       [r for r in results if r.params is not None])
         return [r if r.params is not None else r.model_copy(update={"params": dict(p)})
                 for r, p in zip(results, params, strict=True)]
+
+    def _generation_spec(self, index: int, size: int) -> GenerationSpec:
+        """Generation ``index``'s spec: the run's, validated once, with its id and chunk size."""
+        if self._template is None:
+            self._template = spec_from_dict(self.spec.generation_fields(0), source=self.spec.id,
+                                            allow_empty=True)
+        update: dict[str, Any] = {"id": self.spec.generation_id(index)}
+        if self._template.chunk_size == "auto" and self._auto_chunk.seen:
+            update["chunk_size"] = self._auto_chunk.size(size)
+        return self._template.model_copy(update=update)
+
+    def _write(self, index: int, results: Sequence[EvaluationResult], F: np.ndarray,
+               archive: Archive, elapsed_s: float, *, write_results: bool, record: bool) -> None:
+        """Generation ``index``'s files: its Parquet file, then (when not recorded before) its
+        history line, the checkpoint, its front picture; ``archive`` as it was after ``index``."""
+        spec, store = self.spec, self.store
+        if write_results:
+            store.write_results(spec.generation_id(index), results, list(spec.objectives))
+        if record:
+            self._record(index, results, F, archive, elapsed_s)
 
     def _mirror_checkpoint(self, completed: int) -> None:
         """Against a deployment, Redis also says how far the run got and where its files are
@@ -195,18 +257,16 @@ class Run:
         mirror = {"completed": completed, "generations": self.spec.generations,
                   "output": str(self.store.root.resolve()), "host": socket.gethostname(),
                   "updated_at": time.time()}
-        client = connect(self.fleet.broker_url)
         try:
-            client.set(checkpoint_key(self.spec.id), json.dumps(mirror), ex=self.fleet.settings.retention_s)
+            self._redis().set(checkpoint_key(self.spec.id), json.dumps(mirror),
+                              ex=self.fleet.settings.retention_s)
         except redis.RedisError as exc:  # the files are what counts; Redis only mirrors them
             logger.warning("run %s: checkpoint not mirrored to Redis: %s", self.spec.id, exc)
-        finally:
-            client.close()
 
     def _record(self, index: int, results: Sequence[EvaluationResult], F: np.ndarray,
-                elapsed_s: float) -> None:
+                archive: Archive, elapsed_s: float) -> None:
         spec, store = self.spec, self.store
-        record = generation_record(spec, index, results, self.archive, elapsed_s)
+        record = generation_record(spec, index, results, archive, elapsed_s)
         store.append_history(record)
         self.history.append(record)
         store.write_checkpoint(index + 1)
@@ -217,8 +277,8 @@ class Run:
                 store.plots / f"front-g{index:04d}.png",
                 title=f"{spec.generation_id(index)}: front {record['front_size']}",
                 names=list(spec.objectives), generation=F,
-                archive=self.archive.F[: len(self.archive.F) - len(F)],
-                front=self.archive.front_F,
+                archive=archive.F[: len(archive.F) - len(F)],
+                front=archive.front_F,
                 true_front=true_front(spec.front_name) if spec.front_name else None,
             )
         if self.on_generation is not None:

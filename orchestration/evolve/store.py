@@ -86,7 +86,9 @@ class RunStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rows = [{**flat_row(r, objectives), "params": json.dumps(r.params)} for r in results]
+        # flat_row's own params column (compact JSON) is replaced: not encoded twice.
+        rows = [{**flat_row(r.model_copy(update={"params": None}), objectives),
+                 "params": json.dumps(r.params)} for r in results]
         path = self.results_path(generation_id)
         tmp = path.with_name(f".{path.name}.tmp")
         pq.write_table(pa.Table.from_pylist(rows), tmp)

@@ -21,6 +21,7 @@ from orchestration.evolve.store import RunStore
 from orchestration.local_cluster import LocalWorker
 from tests.conftest import unique_id
 from workers.contract import EvaluationResult
+from workers.ledger import Ledger
 
 
 def zdt1_run(generations: int, population: int, **fields: Any) -> dict[str, Any]:
@@ -45,7 +46,7 @@ def test_nsga2_on_zdt1_matches_pymoo_exactly_and_reaches_the_front(
 ) -> None:
     # pymoo's own NSGA-II needs ~150 generations of 100 for IGD <= 0.01 on 30-variable ZDT1
     # (50 give ~0.1 for seeds 1-5), so the run is that long; the test asks for pymoo's result.
-    # Chunks of 25: cheap candidates, so few messages per generation (auto sizing restarts each one).
+    # Chunks of 25: cheap candidates, so few messages from the first generation on.
     spec = zdt1_run(150, 100, plot_every=50, chunk_size=25, batch_size=100)
     run = evolve(spec, broker_url=redis_url, output=tmp_path / "run")
     assert run.wait(540) == "complete"
@@ -150,3 +151,74 @@ def test_local_mode_keeps_one_cluster_for_the_whole_run(
     assert run.wait(180) == "complete"
     assert len(urls) == 3 and len(set(urls)) == 1
     assert run.fleet._local_url is None  # stopped at the end of the run
+
+
+@pytest.mark.slow
+def test_auto_chunk_size_carries_over_to_the_next_generations(
+    redis_url: str, session_worker: LocalWorker, tmp_path: Path
+) -> None:
+    spec = zdt1_run(3, 40, evaluator="zdt1", chunk_size="auto")
+    run = evolve(spec, broker_url=redis_url, output=tmp_path / "run")
+    assert run.wait(120) == "complete"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        headers = [json.loads(client.get(Ledger(client, f"{spec['id']}-g{i:04d}").keys.header) or "{}")
+                   for i in range(3)]
+        chunks = [int(Ledger(client, f"{spec['id']}-g{i:04d}").state()["chunks"]) for i in range(3)]
+    finally:
+        client.close()
+    # The first generation learns from chunks of one; the next ones start from what it measured.
+    assert headers[0]["chunk_size"] == "auto"
+    assert all(isinstance(h["chunk_size"], int) and h["chunk_size"] > 1 for h in headers[1:]), headers
+    assert all(c < 40 for c in chunks[1:]), chunks
+
+
+@pytest.mark.slow
+def test_resume_collects_generations_launched_before_their_files_were_written(
+    redis_url: str, session_worker: LocalWorker, tmp_path: Path
+) -> None:
+    # The writer lags behind the loop: a launcher killed then leaves generations that ran (in
+    # Redis) but have no Parquet file and no checkpoint. Here the last two of six.
+    spec = zdt1_run(6, 20, seed=7)
+    assert evolve(spec, broker_url=redis_url, output=tmp_path / "run").wait(120) == "complete"
+    store = RunStore(tmp_path / "run")
+    for index in (4, 5):
+        store.results_path(f"{spec['id']}-g{index:04d}").unlink()
+    (tmp_path / "run" / "final_population.parquet").unlink()
+    store.write_checkpoint(4)
+    resumed = resume(tmp_path / "run", broker_url=redis_url)
+    assert resumed.wait(120) == "complete"  # launching g0004 or g0005 again would fail: they exist
+    assert resumed.replayed == 4
+    assert [r["generation"] for r in store.history()] == list(range(6))
+    serial = pymoo_serial(6, 20, seed=7)
+    population = store.read_population()
+    assert np.array_equal(population["X"], serial.get("X"))
+    assert np.array_equal(population["F"], serial.get("F"))
+
+
+@pytest.mark.slow
+def test_a_generation_cancelled_by_ctrl_c_runs_again_on_resume(
+    redis_url: str, session_worker: LocalWorker, tmp_path: Path
+) -> None:
+    # Against a deployment the cancelled generation stays in Redis, with `cancelled` results:
+    # the resume must evaluate it again, not tell the algorithm those.
+    spec = zdt1_run(3, 20, evaluator="tests.pymoo_evaluators:slow_zdt1", chunk_size=1, seed=11)
+    run: Any = None
+
+    def cancel_during_generation_1(record: dict[str, Any]) -> None:
+        run.cancel()  # generation 0 is recorded while generation 1 runs (20 x 0.1 s on 2 children)
+
+    run = evolve(spec, broker_url=redis_url, output=tmp_path / "run",
+                 on_generation=cancel_during_generation_1)
+    assert run.wait(120) == "cancelled"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert Ledger(client, f"{spec['id']}-g0001").status() == "cancelled"
+    finally:
+        client.close()
+    resumed = resume(tmp_path / "run", broker_url=redis_url)
+    assert resumed.wait(120) == "complete"
+    assert all(r["counts"]["ok"] == 20 for r in resumed.history)
+    serial = pymoo_serial(3, 20, seed=11)
+    population = RunStore(tmp_path / "run").read_population()
+    assert np.array_equal(population["X"], serial.get("X"))

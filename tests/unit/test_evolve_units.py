@@ -100,3 +100,16 @@ def test_history_record_has_generation_and_running_bests() -> None:
     assert record["counts"]["ok"] == 1 and record["front_size"] == 1
     assert record["hypervolume"] == pytest.approx((2.0 - 1.0) * (1.0 - 0.0))  # f2 maximised
     assert record["igd"] is None  # zdt1's known front is for f1 and f2 both minimised
+
+
+def test_an_archive_snapshot_stays_as_it_was_while_the_run_goes_on() -> None:
+    spec = RunSpec.model_validate(BASE)
+    archive = Archive(spec.objectives)
+    archive.add([result("a", Status.ok, {"f1": 1.0, "f2": 1.0}, [0.0])])
+    snapshot = archive.snapshot()
+    archive.add([result("b", Status.ok, {"f1": 0.5, "f2": 0.5}, [0.0])])
+    assert snapshot.F.tolist() == [[1.0, 1.0]] and snapshot.front_F.tolist() == [[1.0, 1.0]]
+    assert [r.candidate_id for r in snapshot.front_results] == ["a"]
+    assert snapshot.best_scores() == {"f1": 1.0, "f2": 1.0}
+    assert archive.best_scores() == {"f1": 0.5, "f2": 0.5}
+
