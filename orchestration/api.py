@@ -18,7 +18,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from orchestration.connections import SHARED, LauncherConnections
-from orchestration.generation import BatchCallback, Generation
+from orchestration.generation import (
+    COLLECTOR_LEASE_S,
+    BatchCallback,
+    Generation,
+    collector_token,
+)
 from orchestration.local_cluster import local_cluster
 from orchestration.settings import LaunchSettings
 from orchestration.sinks import Sink, check_output, open_sink
@@ -223,7 +228,9 @@ def launch(
         else:
             shared = shared_connections(url, settings)
             app, client = shared.app, shared.client
-        create_generation(app, Ledger(client, spec.id), spec, candidates)
+        # The collector lease is taken with the generation's state: one round trip less.
+        ledger, lease = Ledger(client, spec.id), collector_token()
+        create_generation(app, ledger, spec, candidates, collector=lease, lease_s=COLLECTOR_LEASE_S)
         generation = Generation(
             app,
             client,
@@ -232,6 +239,8 @@ def launch(
             on_batch=on_batch,
             on_end=stack.close,
             owns_connections=local,
+            created=ledger.created,
+            lease=lease,
         )
         if candidates is None:
             generation.submitter.prime(spec.candidates)

@@ -41,10 +41,17 @@ class CollectorBusy(RuntimeError):
     """Another live process (a launcher, or a resume) is already collecting this generation."""
 
 
+def collector_token() -> str:
+    """A new collector lease token: which process holds the lease, and which of its handles."""
+    return f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
+
+
 class Generation:
     """Handle on one generation: drives submission and collection in a background thread.
 
     ``wait`` may be called from several threads at once; ``results`` and ``stats`` never block.
+    A launch that has just created the generation passes what it stored (``created``: header
+    and state, see ``Ledger.created``) and the lease it took with it (``lease``: its token).
     """
 
     def __init__(
@@ -57,12 +64,14 @@ class Generation:
         on_batch: BatchCallback | None = None,
         on_end: Callable[[], None] | None = None,
         owns_connections: bool = True,
+        created: tuple[dict[str, Any], dict[str, str]] | None = None,
+        lease: str | None = None,
     ) -> None:
         self.app = app
         self.client = client
         self.id = generation_id
         self.ledger = Ledger(client, generation_id)
-        self.spec_header, state = self.ledger.header_and_state()
+        self.spec_header, state = created or self.ledger.header_and_state()
         self.sinks = list(sinks)
         self.on_batch = on_batch
         self._on_end = on_end
@@ -79,9 +88,9 @@ class Generation:
         self._seen = 0
         self._started = time.monotonic()
         self._cancel_requested = threading.Event()
-        self._claimed = False
+        self._claimed = lease is not None
         self._released = False
-        self._token = f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
+        self._token = lease or collector_token()
         self.submitter = Submitter(app, self.ledger, self.spec_header, state)
         # Submit only while running; refreshed every 0.5 s (the submitter's read of the state).
         self._open = self.submitter.state.get("status") in (RUNNING, None)

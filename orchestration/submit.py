@@ -56,9 +56,13 @@ def create_generation(
     ledger: Ledger,
     spec: GenerationSpec,
     candidates: Iterable[Candidate | dict[str, Any]] | None = None,
+    *,
+    collector: str | None = None,
+    lease_s: float = 0.0,
 ) -> int:
     """Store the generation (candidates streamed, one Redis list per priority) and set its
     chord's size to the candidate count, an upper bound on its header tasks; return the count.
+    ``collector`` takes the collector lease in the same step (see ``Ledger.create``).
 
     The chord's size is set as Celery's Redis backend ``set_chord_size`` sets it, in the step
     that stores the generation's state: the ledger lives on the result backend's Redis.
@@ -71,7 +75,7 @@ def create_generation(
         pipe.set(backend.get_key_for_group(group_id, ".s"), total,
                  ex=backend.chord_expires or None)
 
-    return ledger.create(spec, candidates, also=set_chord_size)
+    return ledger.create(spec, candidates, also=set_chord_size, collector=collector, lease_s=lease_s)
 
 
 @dataclass

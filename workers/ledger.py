@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from workers import metrics
 from workers.contract import (
@@ -143,6 +144,8 @@ class Ledger:
         self._close = client.register_script(_CLOSE_SCRIPT)
         self._claim = client.register_script(_CLAIM_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
+        # Header and state as ``create`` stored them: what a read right after would return.
+        self.created: tuple[dict[str, Any], dict[str, str]] | None = None
 
     # -- creating -------------------------------------------------------------
     def create(
@@ -151,13 +154,16 @@ class Ledger:
         candidates: Iterable[Candidate | dict[str, Any]] | None = None,
         *,
         also: Callable[[Pipeline, int], object] | None = None,
+        collector: str | None = None,
+        lease_s: float = 0.0,
     ) -> int:
         """Store the spec, its candidates (one list per priority) and a fresh state.
 
         ``candidates`` (default: the spec's own) is streamed in batches, so a population read
-        from a file is never held in memory. ``also(pipeline, total)`` adds commands to the
-        step that stores the state (a population of up to 1,000 is stored in that one round
-        trip). Refuses an id already in use; returns the count.
+        from a file is never held in memory; up to 1,000 are stored with the state in one round
+        trip. ``also(pipeline, total)`` adds commands to that step (the chord's size);
+        ``collector``: a launcher's token, given the collector lease for ``lease_s`` in it too.
+        Refuses an id already in use; returns the count (and sets ``created``).
         """
         if not self.client.hsetnx(self.keys.state, "status", RUNNING):
             raise ValueError(
@@ -165,7 +171,8 @@ class Ledger:
                 f"removes it, `evofleet resume {spec.id}` re-attaches"
             )
         try:
-            return self._store(spec, spec.candidates if candidates is None else candidates, also)
+            return self._store(spec, spec.candidates if candidates is None else candidates,
+                               also, collector, lease_s)
         except BaseException:
             # A bad population (or an iterator that raised) leaves nothing behind: the same id
             # can be launched again.
@@ -177,6 +184,8 @@ class Ledger:
         spec: GenerationSpec,
         candidates: Iterable[Candidate | dict[str, Any]],
         also: Callable[[Pipeline, int], object] | None,
+        collector: str | None,
+        lease_s: float,
     ) -> int:
         now = time.time()
         header = json.dumps(spec.header())
@@ -199,23 +208,27 @@ class Ledger:
         with self.client.pipeline(transaction=False) as pipe:
             self._push(pipe, batch, totals)
             total = sum(totals.values())
+            state: dict[FieldT, EncodableT] = {
+                "total": total,
+                **{f"t_{priority}": count for priority, count in totals.items()},
+                "chunks": 0,
+                "submitted": 0,
+                "recorded": 0,
+                "created_at": now,
+                "deadline_at": now + spec.deadline,
+            }
             pipe.set(self.keys.header, header)
-            pipe.hset(
-                self.keys.state,
-                mapping={
-                    "total": total,
-                    **{f"t_{priority}": count for priority, count in totals.items()},
-                    "chunks": 0,
-                    "submitted": 0,
-                    "recorded": 0,
-                    "created_at": now,
-                    "deadline_at": now + spec.deadline,
-                },
-            )
+            pipe.hset(self.keys.state, mapping=state)
             pipe.zadd(GENERATIONS_INDEX, {self.generation_id: now})
             if also is not None:
                 also(pipe, total)
+            if collector is not None:
+                pipe.set(self.keys.collector, collector, px=int(lease_s * 1000))
             pipe.execute()
+        self.created = (json.loads(header), {
+            "status": RUNNING, **{str(name): str(value) for name, value in state.items()},
+            "generation_id": self.generation_id,
+        })
         return total
 
     def _push(self, pipe: Pipeline, batch: list[Candidate], totals: dict[str, int]) -> None:

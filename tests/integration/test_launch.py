@@ -17,8 +17,9 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from orchestration.api import launch
-from orchestration.local_cluster import LocalWorker
+from orchestration.api import launch, launcher_app
+from orchestration.generation import CollectorBusy, Generation
+from orchestration.local_cluster import LocalRedis, LocalWorker
 from orchestration.settings import LaunchSettings
 from orchestration.spec_loading import spec_from_dict
 from tests.conftest import make_spec, run_spec
@@ -160,3 +161,24 @@ def _process(pid: int) -> psutil.Process | None:
         return psutil.Process(pid)
     except psutil.NoSuchProcess:
         return None
+
+
+def test_a_launch_holds_the_collector_lease_from_the_moment_it_exists(
+    private_redis: LocalRedis,
+) -> None:
+    # No worker: the generation stays running until it is cancelled.
+    spec = make_spec([{"id": "c0", "params": {"x": [0.1, 0.0]}}])
+    generation = launch(spec, broker_url=private_redis.url)
+    client = redis.Redis.from_url(private_redis.url)
+    try:
+        holder = Ledger(client, spec.id).collector()
+        assert holder is not None and holder.startswith(f"{os.getpid()}@")
+        rival = Generation(launcher_app(private_redis.url), client, spec.id)
+        with pytest.raises(CollectorBusy):
+            rival.claim(timeout_s=0.3)
+        rival.app.close()
+        generation.cancel()
+        assert generation.wait(30) == "cancelled"
+        assert Ledger(client, spec.id).collector() is None  # released at the end
+    finally:
+        client.close()

@@ -85,3 +85,18 @@ def test_rows_recorded_for_the_missing_carry_submission_time_and_the_echo(
     # Submitted when its generation was, although no chunk of it reached a queue.
     assert row.submitted_at is not None and abs(row.submitted_at.timestamp() - created) < 1e-3
     assert row.params == {"x": [0.1, 0.2]} and row.metadata == {"parent": "p1"}
+
+
+def test_create_knows_the_header_and_state_a_read_would_return_and_can_take_the_lease(
+    redis_client: redis.Redis,
+) -> None:
+    spec = make_spec([{"id": f"c{i}", "priority": p, "params": {"x": [0.1, 0.0]}}
+                      for i, p in enumerate(["high", "normal", "normal", "low"])], deadline=90)
+    ledger = Ledger(redis_client, spec.id)
+    assert ledger.create(spec, collector="launcher-token", lease_s=5) == 4
+
+    assert ledger.created == ledger.header_and_state()
+    assert ledger.created[1]["t_normal"] == "2" and ledger.created[1]["status"] == "running"
+    assert ledger.collector() == "launcher-token"
+    assert 0 < redis_client.pttl(ledger.keys.collector) <= 5000
+    assert not ledger.claim_collector("rival", ttl_s=5)
