@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -116,6 +118,47 @@ def republish(submitter: Submitter, candidates: list[Candidate]) -> int:
     return sent
 
 
+class BrokerRestarts:
+    """Counts the restarts of one broker client's Redis, seen as a new ``run_id``: one INFO per
+    ``RESTART_CHECK_S`` for all the generations a process collects through that client."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.run_id: str | None = None
+        self.next_check = 0.0  # monotonic
+        self._lock = threading.Lock()
+
+    def seen(self, broker: redis.Redis, now: float) -> int:
+        """Restarts seen so far, reading the ``run_id`` first if a check is due."""
+        with self._lock:
+            if now < self.next_check:
+                return self.count
+            self.next_check = now + RESTART_CHECK_S
+        try:
+            run_id = str(broker.info("server")["run_id"])
+        except (redis.ResponseError, KeyError):  # INFO refused (an ACL): outages seen only
+            self.next_check = float("inf")
+            return self.count
+        with self._lock:
+            if self.run_id is not None and run_id != self.run_id:
+                self.count += 1
+            self.run_id = run_id
+            return self.count
+
+
+_RESTARTS: weakref.WeakKeyDictionary[redis.Redis, BrokerRestarts] = weakref.WeakKeyDictionary()
+_RESTARTS_LOCK = threading.Lock()
+
+
+def broker_restarts(broker: redis.Redis) -> BrokerRestarts:
+    """The restart count shared by every generation collected through ``broker``."""
+    with _RESTARTS_LOCK:
+        found = _RESTARTS.get(broker)
+        if found is None:
+            found = _RESTARTS[broker] = BrokerRestarts()
+        return found
+
+
 class LostMessageWatch:
     """Checks, from the end of a Redis outage until the generation ends, for lost candidates.
 
@@ -128,8 +171,8 @@ class LostMessageWatch:
         self.submitter = submitter
         self.next_check: float | None = None  # monotonic; None: no outage seen
         self.suspects: set[str] = set()  # missing at the previous check
-        self.run_id: str | None = None
-        self.next_restart_check = 0.0
+        self.restarts = broker_restarts(submitter.broker)
+        self.restarts_seen: int | None = None  # the count at this generation's first poll
 
     def outage_ended(self, now: float) -> None:
         self.next_check = now + QUIET_S
@@ -137,9 +180,7 @@ class LostMessageWatch:
 
     def poll(self, now: float) -> int:
         """Check if one is due; republish what was missing twice; return how many."""
-        if now >= self.next_restart_check:
-            self.next_restart_check = now + RESTART_CHECK_S
-            self._note_restart(now)
+        self._note_restart(now)
         if self.next_check is None or now < self.next_check:
             return 0
         started = time.monotonic()
@@ -156,12 +197,8 @@ class LostMessageWatch:
         return len(lost)
 
     def _note_restart(self, now: float) -> None:
-        try:
-            run_id = str(self.submitter.broker.info("server")["run_id"])
-        except (redis.ResponseError, KeyError):  # INFO refused (an ACL): outages seen only
-            self.next_restart_check = float("inf")
-            return
-        if self.run_id is not None and run_id != self.run_id:
+        seen = self.restarts.seen(self.submitter.broker, now)
+        if self.restarts_seen is not None and seen != self.restarts_seen:
             logger.warning("generation %s: Redis restarted", self.ledger.generation_id)
             self.outage_ended(now)
-        self.run_id = run_id
+        self.restarts_seen = seen

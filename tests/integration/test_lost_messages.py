@@ -135,6 +135,27 @@ def test_a_restart_hidden_by_the_client_retries_is_seen_by_its_run_id(tmp_path: 
         server.stop()
 
 
+def test_generations_collected_through_one_client_share_one_restart_check(
+    private_redis: LocalRedis, client: redis.Redis
+) -> None:
+    def info_calls() -> int:
+        """INFO commands run before this one (each read adds one to the next)."""
+        return int(client.info("commandstats").get("cmdstat_info", {}).get("calls", 0))
+
+    first, second = (published(private_redis, client, 2) for _ in range(2))
+    watches = [LostMessageWatch(s.ledger, s) for s in (first, second)]
+    before = info_calls()
+    for watch in watches:
+        assert watch.poll(1000.0) == 0
+    for watch in watches:
+        assert watch.poll(1000.0 + recovery.RESTART_CHECK_S / 2) == 0
+    assert info_calls() - before == 1 + 1  # one check for both, and the read of `before`
+    for watch in watches:
+        assert watch.poll(1000.0 + recovery.RESTART_CHECK_S) == 0
+    assert info_calls() - before == 2 + 2  # one more check, and one more read
+    assert all(watch.next_check is None for watch in watches)  # same run_id: nothing armed
+
+
 def test_only_a_resumed_collector_checks_without_an_outage(
     private_redis: LocalRedis, client: redis.Redis
 ) -> None:
