@@ -59,15 +59,27 @@ end
 return status
 """
 
-# Completes a running generation with its summary in one step; returns the end state.
+# Completes a running generation with its summary, in one step with what goes with its end:
+# the lease's release (ARGV[3]: the holder's token, '' for none) and (ARGV[4] > 0) the expiry of
+# its keys (KEYS[5..]) and of the index's older entries (KEYS[4]). Returns the end state and the
+# summary stored now (this one, or that of whoever ended it first).
 _COMPLETE_SCRIPT = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'running' then
-  return status
+if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[3] then
+  redis.call('DEL', KEYS[3])
 end
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'status', 'complete', 'finished_at', ARGV[2])
-return 'complete'
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'running' then
+  redis.call('SET', KEYS[2], ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'complete', 'finished_at', ARGV[2])
+  status = 'complete'
+end
+if tonumber(ARGV[4]) > 0 then
+  for i = 5, #KEYS do
+    redis.call('EXPIRE', KEYS[i], ARGV[4])
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[5])
+end
+return {status, redis.call('GET', KEYS[2])}
 """
 
 # Takes or renews the collector lease when it is free or already ours.
@@ -144,6 +156,7 @@ class Ledger:
         self._close = client.register_script(_CLOSE_SCRIPT)
         self._claim = client.register_script(_CLAIM_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
+        self._complete = client.register_script(_COMPLETE_SCRIPT)
         # Header and state as ``create`` stored them: what a read right after would return.
         self.created: tuple[dict[str, Any], dict[str, str]] | None = None
 
@@ -407,19 +420,15 @@ class Ledger:
         """``complete``, and read back the summary stored now (this one, or the one of whoever
         ended the generation first), with the expiry and (``release``: the holder's token) the
         collector lease's release, in one round trip."""
-        with self.client.pipeline(transaction=False) as pipe:
-            if release is not None:
-                pipe.eval(_RELEASE_SCRIPT, 1, self.keys.collector, release)
-            # EVAL, not the registered script: a pipeline checks its scripts with a round trip
-            # of its own (SCRIPT EXISTS) before every execute.
-            pipe.eval(_COMPLETE_SCRIPT, 2, self.keys.state, self.keys.summary,
-                      json.dumps(summary), time.time())
-            self._expire(pipe, retention_s)
-            pipe.get(self.keys.summary)
-            replies = pipe.execute()
-        ended, stored = replies[1 if release is not None else 0], replies[-1]
+        now = time.time()
+        ended, stored = self._complete(
+            keys=[self.keys.state, self.keys.summary, self.keys.collector, GENERATIONS_INDEX,
+                  *self.keys.all()],
+            args=[json.dumps(summary), now, release or "", retention_s or 0,
+                  now - (retention_s or 0)],
+        )
         return (
-            _text(ended) if ended is not None else "unknown",
+            _text(ended) if ended else "unknown",
             None if stored is None else json.loads(stored),
         )
 

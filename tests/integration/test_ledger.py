@@ -11,7 +11,7 @@ from orchestration.local_cluster import LocalWorker
 from orchestration.submit import create_generation, group_id_for
 from tests.conftest import make_spec
 from workers.contract import EvaluationResult, Status
-from workers.keys import EVALUATE_TASK, FINALIZE_TASK
+from workers.keys import EVALUATE_TASK, FINALIZE_TASK, GENERATIONS_INDEX
 from workers.ledger import Ledger
 
 
@@ -100,3 +100,26 @@ def test_create_knows_the_header_and_state_a_read_would_return_and_can_take_the_
     assert ledger.collector() == "launcher-token"
     assert 0 < redis_client.pttl(ledger.keys.collector) <= 5000
     assert not ledger.claim_collector("rival", ttl_s=5)
+
+
+def test_complete_and_read_ends_once_releases_only_its_own_lease_and_sets_expiry(
+    redis_client: redis.Redis,
+) -> None:
+    spec = make_spec([{"id": "a", "params": {"x": [0.1, 0.2]}}])
+    ledger = Ledger(redis_client, spec.id)
+    ledger.create(spec, collector="launcher", lease_s=5)
+    old = f"old-{spec.id}"
+    redis_client.zadd(GENERATIONS_INDEX, {old: time.time() - 7200})  # past the retention
+
+    assert ledger.complete_and_read({"by": "worker"}, 3600, release="someone-else") == (
+        "complete", {"by": "worker"})
+    assert ledger.collector() == "launcher"  # not the releaser's lease: kept
+    # The second completer keeps the first one's summary, and may release its own lease.
+    assert ledger.complete_and_read({"by": "launcher"}, 3600, release="launcher") == (
+        "complete", {"by": "worker"})
+    assert ledger.collector() is None
+    assert all(0 < redis_client.ttl(key) <= 3600 for key in ledger.keys.all()
+               if redis_client.exists(key))
+    assert redis_client.zscore(GENERATIONS_INDEX, old) is None
+    assert redis_client.zscore(GENERATIONS_INDEX, spec.id) is not None
+    assert Ledger(redis_client, "never-created").complete_and_read({}, 3600) == ("unknown", None)
