@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from orchestration.messages import clip_repr
 from workers.contract import EvaluationResult
 
 FORMATS = ("jsonl", "parquet", "csv")
@@ -38,7 +39,7 @@ def format_for(path: str | Path, explicit: str | None = None) -> str:
         fmt = "jsonl"
     if fmt not in FORMATS:
         raise ValueError(
-            f"cannot tell the output format of {str(path)!r}: use a .jsonl, .parquet or .csv "
+            f"cannot tell the output format of {clip_repr(str(path))}: use a .jsonl, .parquet or .csv "
             f"name, or --format {'|'.join(FORMATS)}"
         )
     return fmt
@@ -58,7 +59,7 @@ def check_output(path: str | Path, explicit: str | None = None) -> str:
     fmt = format_for(path, explicit)
     try:
         if path.is_dir():
-            raise ValueError(f"cannot write results to {str(path)!r}: it is a directory")
+            raise ValueError(f"cannot write results to {clip_repr(str(path))}: it is a directory")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except FileExistsError:  # a parent is a file
@@ -66,7 +67,7 @@ def check_output(path: str | Path, explicit: str | None = None) -> str:
         for target in (path, summary_path(path)):
             _try_create(target)
     except OSError as exc:
-        raise ValueError(f"cannot write results to {str(path)!r}: {exc.strerror or exc}") from None
+        raise ValueError(f"cannot write results to {clip_repr(str(path))}: {exc.strerror or exc}") from None
     return fmt
 
 

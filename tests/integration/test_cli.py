@@ -222,6 +222,7 @@ def test_unwritable_output_submits_nothing(
     message = " ".join(done.stderr.split())  # Rich wraps long lines when not on a terminal
     assert done.returncode == 2 and reason in message
     assert message.count("error:") == 1 and "Traceback" not in message
+    assert "r" * 100 not in message  # a long path is cut, as every echoed value
     assert keys_of(redis_client, gen_id) == []  # so the same spec can be launched again
 
 
