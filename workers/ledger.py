@@ -61,14 +61,15 @@ return status
 
 # Completes a running generation with its summary, in one step with what goes with its end:
 # the lease's release (ARGV[3]: the holder's token, '' for none) and (ARGV[4] > 0) the expiry of
-# its keys (KEYS[5..]) and of the index's older entries (KEYS[4]). Returns the end state and the
-# summary stored now (this one, or that of whoever ended it first).
+# its keys (KEYS[5..]) and of the index's older entries (KEYS[4]). Returns the end state, and the
+# summary of whoever ended it first when that was not this call (its own is not sent back).
 _COMPLETE_SCRIPT = """
 if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[3] then
   redis.call('DEL', KEYS[3])
 end
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'running' then
+local ours = status == 'running'
+if ours then
   redis.call('SET', KEYS[2], ARGV[1])
   redis.call('HSET', KEYS[1], 'status', 'complete', 'finished_at', ARGV[2])
   status = 'complete'
@@ -78,6 +79,9 @@ if tonumber(ARGV[4]) > 0 then
     redis.call('EXPIRE', KEYS[i], ARGV[4])
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[5])
+end
+if ours then
+  return {status}
 end
 return {status, redis.call('GET', KEYS[2])}
 """
@@ -421,12 +425,15 @@ class Ledger:
         ended the generation first), with the expiry and (``release``: the holder's token) the
         collector lease's release, in one round trip."""
         now = time.time()
-        ended, stored = self._complete(
+        reply = self._complete(
             keys=[self.keys.state, self.keys.summary, self.keys.collector, GENERATIONS_INDEX,
                   *self.keys.all()],
             args=[json.dumps(summary), now, release or "", retention_s or 0,
                   now - (retention_s or 0)],
         )
+        if len(reply) == 1:  # this call ended it with ``summary``
+            return _text(reply[0]), summary
+        ended, stored = reply
         return (
             _text(ended) if ended else "unknown",
             None if stored is None else json.loads(stored),
@@ -434,8 +441,6 @@ class Ledger:
 
     def expire(self, retention_s: int | None) -> None:
         """Let every key of the generation expire after ``retention_s``."""
-        if not retention_s:
-            return
         with self.client.pipeline(transaction=False) as pipe:
             self._expire(pipe, retention_s)
             pipe.execute()
@@ -457,8 +462,10 @@ class Ledger:
         pipe.zremrangebyscore(GENERATIONS_INDEX, "-inf", f"({time.time() - retention_s}")
 
     def write_summary(self, summary: dict[str, Any], retention_s: int | None) -> None:
-        self.client.set(self.keys.summary, json.dumps(summary))
-        self.expire(retention_s)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.summary, json.dumps(summary))
+            self._expire(pipe, retention_s)
+            pipe.execute()
 
     def summary(self) -> dict[str, Any] | None:
         raw = self.client.get(self.keys.summary)
