@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 import weakref
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import IO, Any, cast
 
@@ -81,7 +80,6 @@ class Generation:
         self._callback_error: BaseException | None = None
         self._status: str | None = None
         self._summary: dict[str, Any] | None = None
-        self._counts: Counter[str] = Counter()
         # Every collected result passes through here once: the summary is ready at the last.
         self._tally = SummaryBuilder(self.spec_header.get("objectives", {}))
         self._batches = 0
@@ -195,7 +193,7 @@ class Generation:
             "submitted": self.submitter.submitted,
             "collected": self._seen,
             "in_flight": self.submitter.submitted - self._seen,
-            "counts": {s.value: self._counts.get(s.value, 0) for s in Status},
+            "counts": {s.value: self._tally.counts.get(s.value, 0) for s in Status},
             "batches": self._batches,
             "elapsed_s": elapsed,
             "throughput_per_s": self._seen / elapsed if elapsed > 0 else 0.0,
@@ -346,7 +344,6 @@ class Generation:
         for sink in self.sinks:
             sink.write(batch)
         for result in batch:
-            self._counts[result.status.value] += 1
             self.artifacts_written += bool(result.artifacts)
             self._tally.add(result)
             self.submitter.auto.observe(result.eval_seconds)

@@ -41,7 +41,7 @@ class ProgressDisplay:
     def __init__(self, total: int, console: Console | None = None, label: str = "evaluating") -> None:
         self.console = console or Console(stderr=True)
         self.counts: Counter[str] = Counter()
-        self.label, self.total, self.done, self.started = label, total, 0, time.monotonic()
+        self.label, self.total, self.started = label, total, time.monotonic()
         # Not a terminal (a log, CI): no live bar, whose last frame was cut to 80 columns
         # ("0:0… 0:00:…"), but one plain line at the end.
         self.plain = not self.console.is_terminal
@@ -67,11 +67,10 @@ class ProgressDisplay:
         if self.plain:
             counts = "  ".join(f"{s.value} {self.counts.get(s.value, 0)}" for s in Status)
             elapsed = time.monotonic() - self.started
-            self.console.print(Text(f"{self.label} {self.done}/{self.total}  {counts}  "
+            self.console.print(Text(f"{self.label} {sum(self.counts.values())}/{self.total}  {counts}  "
                                     f"{elapsed:.1f}s"), soft_wrap=True)
 
     def on_batch(self, batch: Sequence[EvaluationResult]) -> None:
-        self.done += len(batch)
         for result in batch:
             self.counts[result.status.value] += 1
         self.progress.update(self.task, advance=len(batch), counts=_counts_text(self.counts))
