@@ -9,18 +9,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from orchestration.messages import err, error
 
 EXIT_COMPLETE, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXTRA_HINT = "pip install 'evofleet[evolve]' (pymoo and matplotlib)"
 _GENERATION_ID = re.compile(r"^(?P<run>[A-Za-z0-9._-]+)-g\d{4,}$")
-err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = EXIT_INVALID) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # one line, whatever the width
+    error(message)  # one line, whatever the width; data never read as markup
     return typer.Exit(code)
 
 
@@ -147,46 +146,35 @@ def register(app: typer.Typer) -> None:
         err.print(f"report: {path}")
 
 
-def _run_root(name: str) -> Path | None:
-    for root in (Path(name), Path("runs") / name):
-        if (root / "run.json").exists():
-            return root
-    return None
-
-
 def make_report(target: str, out: Path | None, broker: str | None) -> Path:
     """The report for ``target`` (see ``evofleet report --help``); raises typer.Exit on bad input."""
     from orchestration.evolve.report import write_generation_report, write_run_report
-    from orchestration.evolve.store import RunStore
+    from orchestration.evolve.store import RunStore, find_run_root
 
-    root = _run_root(target)
+    root = find_run_root(target)
     if root is not None:
-        path = write_run_report(RunStore(root))
-        if out is not None:
-            out.write_text(path.read_text())
-            return out
-        return path
+        return write_run_report(RunStore(root), out)
     match = _GENERATION_ID.match(target)
-    run_root = _run_root(match["run"]) if match else None
+    run_root = find_run_root(match["run"]) if match else None
     if run_root is not None and RunStore(run_root).results_path(target).exists():
         store = RunStore(run_root)
         spec = store.read_spec()
         results = store.read_results(target, list(spec.objectives))
         return write_generation_report(out or store.root / f"report-{target}.html",
                                        f"evofleet generation {target}", results, spec, list(spec.objectives))
-    from orchestration.cli import _deployment_url
-    from workers.ledger import Ledger
-    from workers.redis_client import connect
+    from orchestration.cli import _ledger
 
     if not (broker or _env_broker()):
         raise _fail(f"no run or generation {target!r} here (runs/, or a run directory); for a "
                     "generation in Redis pass --broker")
-    ledger = Ledger(connect(_deployment_url(broker)), target)
-    if not ledger.exists():
-        raise _fail(f"no run directory and no generation {target!r} in Redis")
-    objectives = list(ledger.header().objectives)
+    ledger = _ledger(target, broker)
+    try:
+        objectives = list(ledger.header().objectives)
+        results = list(ledger.iter_results())
+    finally:
+        ledger.client.close()
     return write_generation_report(out or Path(f"report-{target}.html"), f"evofleet generation {target}",
-                                   list(ledger.iter_results()), None, objectives)
+                                   results, None, objectives)
 
 
 def _env_broker() -> str | None:

@@ -61,7 +61,7 @@ def _page(title: str, body: str) -> str:
             f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
 
 
-def _front_images(store: RunStore, total: int) -> list[Path]:
+def _front_images(store: RunStore) -> list[Path]:
     images = sorted(store.plots.glob("front-g*.png"))
     if len(images) <= MAX_FRONT_IMAGES:
         return images
@@ -69,8 +69,8 @@ def _front_images(store: RunStore, total: int) -> list[Path]:
     return [images[i] for i in sorted(set(picks.tolist()))]
 
 
-def write_run_report(store: RunStore) -> Path:
-    """``report.html`` in the run's directory: facts, progress, fronts, the history table."""
+def write_run_report(store: RunStore, path: Path | None = None) -> Path:
+    """``report.html`` in the run's directory (or ``path``): facts, progress, fronts, the history table."""
     spec = store.read_spec()
     history = store.history()
     names = list(spec.objectives)
@@ -97,7 +97,7 @@ def write_run_report(store: RunStore) -> Path:
             + "</table>"]
     if progress.exists():
         body.append("<h2>Progress</h2>" + _image(progress, "progress: hypervolume and best per objective"))
-    fronts = _front_images(store, len(history))
+    fronts = _front_images(store)
     if fronts:
         body.append("<h2>Pareto front, latest</h2>" + _image(fronts[-1], f"front {fronts[-1].stem}"))
         body.append('<h2>Pareto front by generation</h2><div class="grid">'
@@ -110,8 +110,9 @@ def write_run_report(store: RunStore) -> Path:
     header = ["generation", *(s.value for s in Status), *(f"best {n}" for n in names),
               "front", "hypervolume", "IGD", "seconds"]
     body.append("<h2>History</h2>" + _table(header, rows))
-    store.report_path.write_text(_page(f"evofleet run {spec.id}", "".join(body)))
-    return store.report_path
+    path = path or store.report_path
+    path.write_text(_page(f"evofleet run {spec.id}", "".join(body)))
+    return path
 
 
 def write_generation_report(path: Path, title: str, results: Sequence[EvaluationResult],

@@ -25,7 +25,7 @@ from orchestration.evolve.algorithms import Optimizer, build_optimizer
 from orchestration.evolve.history import Archive, generation_record, true_front
 from orchestration.evolve.plots import front_plot, progress_plot, warm_up
 from orchestration.evolve.spec import RunSpec, load_run_spec, run_spec_from_dict
-from orchestration.evolve.store import RunStore
+from orchestration.evolve.store import RunStore, find_run_root
 from orchestration.generation import Generation
 from orchestration.integrations.pymoo import WAIT_SLACK_S, Fleet, candidate_id, in_row_order
 from orchestration.settings import LaunchSettings
@@ -364,9 +364,7 @@ def resume(
     on_generation: GenerationCallback | None = None,
 ) -> Run:
     """Continue a run from its last complete generation: a run directory, or an id under runs/."""
-    root = Path(run)
-    if not (root / "run.json").exists() and (Path("runs") / str(run) / "run.json").exists():
-        root = Path("runs") / str(run)
+    root = find_run_root(run) or Path(run)
     store = RunStore(root)
     if not store.spec_path.exists():
         url = broker_url or (settings or LaunchSettings()).broker_url

@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestration.spec_loading import SpecError, spec_from_dict
+from orchestration.spec_reading import numbered_lines, read_document
 from workers.contract import Direction
 
 PYMOO_ALGORITHMS = ("nsga2", "nsga3", "moead", "ga")
@@ -171,7 +171,7 @@ def run_spec_from_dict(data: dict[str, Any], *, source: str = "<run spec>", base
 def load_run_spec(path: str | Path, *, check_evaluator: bool = True) -> RunSpec:
     """Read and validate the run spec at ``path`` (YAML or JSON); raises SpecError."""
     path = Path(path)
-    data = _read_document(path)
+    data = read_document(path)
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the run spec must be a mapping (YAML or JSON object)")
     data.setdefault("id", path.stem)
@@ -181,30 +181,17 @@ def load_run_spec(path: str | Path, *, check_evaluator: bool = True) -> RunSpec:
 def read_initial_population(path: str | Path) -> list[list[float]]:
     """The ``x`` rows of an initial population file (JSONL of {"x": [...]}); raises SpecError."""
     rows: list[list[float]] = []
-    with Path(path).open() as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                x = json.loads(line)["x"]
-                rows.append([float(v) for v in x])
-            except (ValueError, KeyError, TypeError):
-                raise SpecError(f"{path}: line {number}: expected {{\"x\": [numbers]}}") from None
+    for number, line in numbered_lines(Path(path)):
+        if not line.strip():
+            continue
+        try:
+            x = json.loads(line)["x"]
+            rows.append([float(v) for v in x])
+        except (ValueError, KeyError, TypeError):
+            raise SpecError(f"{path}: line {number}: expected {{\"x\": [numbers]}}") from None
     if not rows or len({len(r) for r in rows}) != 1:
         raise SpecError(f"{path}: needs at least one row, all of the same length")
     return rows
-
-
-def _read_document(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise SpecError(f"{path}: malformed {kind}: {' '.join(str(exc).split())}") from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -28,6 +28,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def find_run_root(name: str | Path) -> Path | None:
+    """The run directory ``name`` names: itself, or ``runs/NAME``; None when neither holds run.json."""
+    for root in (Path(name), Path("runs") / str(name)):
+        if (root / "run.json").exists():
+            return root
+    return None
+
+
 class RunStore:
     """The files of one run under ``root`` (see the README's "Multi-generation runs")."""
 
