@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +30,7 @@ from orchestration.sinks import Sink, check_output, open_sink
 from orchestration.submit import create_generation
 from workers.artifacts import as_store_url, check_store_url, load_artifact
 from workers.celery_app import make_app
-from workers.contract import Candidate, GenerationSpec
+from workers.contract import Candidate, EvaluationResult, GenerationSpec
 from workers.ledger import Ledger
 from workers.outputs import load_feedback, load_outputs
 from workers.redis_client import connect
@@ -250,6 +250,28 @@ def launch(
         raise
     generation.local = local
     return generation.start()
+
+
+def launch_and_collect(
+    spec: GenerationSpec,
+    candidates: Iterable[Candidate | dict[str, Any]],
+    *,
+    broker_url: str | None = None,
+    settings: LaunchSettings | None = None,
+    timeout: float | None = None,
+    on_launch: Callable[[Generation], object] | None = None,
+) -> list[EvaluationResult]:
+    """Launch, wait, and return every result, as an optimizer's loop wants them: from the
+    collector's own batches (Redis is read again only if some were missed)."""
+    collected: list[EvaluationResult] = []
+    generation = launch(spec, broker_url=broker_url, settings=settings, candidates=candidates,
+                        on_batch=collected.extend)
+    if on_launch is not None:
+        on_launch(generation)
+    generation.wait(timeout)
+    if len({result.candidate_id for result in collected}) != generation.total:
+        collected = generation.results()
+    return collected
 
 
 def attach(

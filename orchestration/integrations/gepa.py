@@ -12,7 +12,7 @@ from typing import Any
 
 from gepa.core.adapter import EvaluationBatch
 
-from orchestration.api import launch
+from orchestration.api import launch_and_collect
 from orchestration.integrations.executor import EvaluationFailed, FleetExecutor
 from orchestration.integrations.fleet import fleet, spec_fields
 from orchestration.settings import LaunchSettings
@@ -175,11 +175,9 @@ class FleetAdapter:
         results: dict[str, EvaluationResult] = {}
         if candidates:
             spec = self._spec()
-            generation = launch(spec, broker_url=self.broker_url, settings=self._settings,
-                                candidates=candidates)
             self.generation_ids.append(spec.id)
-            generation.wait()
-            results = {result.candidate_id: result for result in generation.results()}
+            results = {result.candidate_id: result for result in launch_and_collect(
+                spec, candidates, broker_url=self.broker_url, settings=self._settings)}
         parts: list[list[tuple[Any, float, Any, Any]]] = [[] for _ in items]
         for task_id, (index, examples) in tasks.items():
             parts[index] += self._examples(results.get(task_id), examples)

@@ -10,7 +10,7 @@ from optuna.distributions import BaseDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from orchestration.api import launch
+from orchestration.api import launch_and_collect
 from orchestration.integrations.fleet import fleet, spec_fields
 from orchestration.settings import LaunchSettings
 from workers.contract import Candidate, EvaluationResult, GenerationSpec, Status
@@ -126,9 +126,8 @@ def _run_batch(
                       metadata={"trial": trial.number, "study": study.study_name})
             for trial, params in trials
         ]
-        generation = launch(spec, broker_url=url, settings=settings, candidates=candidates)
-        generation.wait()
-        results = {result.candidate_id: result for result in generation.results()}
+        results = {result.candidate_id: result for result in launch_and_collect(
+            spec, candidates, broker_url=url, settings=settings)}
     except Exception as exc:
         for trial in by_id.values():
             trial.set_user_attr("evofleet_status", "not launched")

@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from orchestration.api import launch
-from orchestration.generation import BatchCallback, Generation
+from orchestration.api import launch_and_collect
+from orchestration.generation import Generation
 from orchestration.local_cluster import local_cluster
 from orchestration.settings import LaunchSettings
 from orchestration.spec_loading import spec_from_dict
@@ -122,17 +122,6 @@ class Fleet:
             atexit.register(self.close)
         return self._local_url
 
-    def launch(
-        self,
-        spec_fields: Mapping[str, Any],
-        candidates: list[dict[str, Any]],
-        on_batch: BatchCallback | None = None,
-    ) -> Generation:
-        """Submit one generation (``spec_fields``: id, evaluator, objectives and limits)."""
-        spec = spec_from_dict(dict(spec_fields), source=str(spec_fields.get("id")), allow_empty=True)
-        return launch(spec, broker_url=self.url, settings=self.settings, candidates=candidates,
-                      on_batch=on_batch)
-
     def close(self) -> None:
         """Stop the local cluster, if one was started."""
         if self._stack is not None:
@@ -182,25 +171,28 @@ class PopulationEvaluator:
         self.prefix = prefix or f"pymoo-{uuid.uuid4().hex[:8]}"
         self.spec_fields = {"chunk_size": "auto", "batch_timeout": 0.2, **(spec_fields or {})}
         self.generations = 0
-        spec_from_dict(self._fields("check"), source="evaluator", allow_empty=True)  # fail early
+        # Validated once (and early: a bad evaluator or limit fails here); generations differ
+        # only in the id's number.
+        self._template = spec_from_dict(
+            {**self.spec_fields, "id": self._generation_id(0), "evaluator": evaluator,
+             "objectives": translation.spec_objectives()},
+            source="evaluator", allow_empty=True,
+        )
 
-    def _fields(self, generation_id: str) -> dict[str, Any]:
-        return {**self.spec_fields, "id": generation_id, "evaluator": self.evaluator,
-                "objectives": self.translation.spec_objectives()}
+    def _generation_id(self, index: int) -> str:
+        return f"{self.prefix}-g{index:04d}"
 
     def evaluate(
         self, X: Any, *, on_launch: Callable[[Generation], None] | None = None
     ) -> list[EvaluationResult]:
         """Every row's result, in row order."""
         candidates = population_candidates(X)
-        generation = self.fleet.launch(
-            self._fields(f"{self.prefix}-g{self.generations:04d}"), candidates
-        )
+        spec = self._template.model_copy(update={"id": self._generation_id(self.generations)})
         self.generations += 1
-        if on_launch is not None:
-            on_launch(generation)
-        generation.wait(float(self.spec_fields.get("deadline", 86400.0)) + WAIT_SLACK_S)
-        return in_row_order(generation.results(), len(candidates))
+        results = launch_and_collect(spec, candidates, broker_url=self.fleet.url,
+                                     settings=self.fleet.settings, timeout=spec.deadline + WAIT_SLACK_S,
+                                     on_launch=on_launch)
+        return in_row_order(results, len(candidates))
 
 
 class FleetRunner:
