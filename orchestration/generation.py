@@ -271,8 +271,7 @@ class Generation:
                 now = time.monotonic()
                 if now >= next_state_check and self._seen + len(batch) < self.total:
                     next_state_check = now + 0.5
-                    self._renew_lease()
-                    self._check_end_early(deadline_at, now - last_progress)
+                    self._check_end_early(deadline_at, now - last_progress, self._renew_lease())
                 if down_since is not None:
                     self.lost_watch.outage_ended(now)
                     down_since = None
@@ -308,28 +307,32 @@ class Generation:
         time.sleep(0.5)
         return down_since
 
-    def _renew_lease(self) -> None:
-        if not self.ledger.claim_collector(self._token, COLLECTOR_LEASE_S):
+    def _renew_lease(self) -> str | None:
+        """Renew the collector lease; return the generation's status, read in the same step."""
+        held, status = self.ledger.renew_collector(self._token, COLLECTOR_LEASE_S)
+        if not held:
             raise CollectorBusy(
                 f"generation {self.id}: {self.ledger.collector()} took over collecting"
             )
+        return status
 
-    def _check_end_early(self, deadline_at: float, idle_s: float) -> None:
+    def _check_end_early(self, deadline_at: float, idle_s: float, status: str | None) -> None:
         if self._cancel_requested.is_set():
-            self._end_early("cancelled")
+            status = self._end_early("cancelled")
         elif time.time() >= deadline_at:
-            self._end_early("partial")
-        status = self.ledger.status()
+            status = self._end_early("partial")
         self._open = status in (RUNNING, None)
         if status not in (RUNNING, None, "complete") and idle_s > STALL_RECORD_S:
             # Closed by someone (cancel command, deadline) who did not finish recording.
             self._record_missing(status)
 
-    def _end_early(self, status: str) -> None:
+    def _end_early(self, status: str) -> str:
+        """Close the generation with ``status`` unless it already ended; return its end state."""
         ended = self.ledger.close(status)
         if ended == status:
             logger.warning("generation %s ends early: %s", self.id, status)
             self._record_missing(status)
+        return ended
 
     def _record_missing(self, status: str) -> None:
         kind = Status.cancelled if status == "cancelled" else Status.timeout

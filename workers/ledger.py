@@ -96,6 +96,17 @@ end
 return 0
 """
 
+# The claim above, and the generation's status (KEYS[2]) in the same step: {held, status}.
+_RENEW_SCRIPT = """
+local held = 0
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  held = 1
+end
+return {held, redis.call('HGET', KEYS[2], 'status')}
+"""
+
 # Drops the lease only if it is still ours.
 _RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -160,6 +171,7 @@ class Ledger:
         self._close = client.register_script(_CLOSE_SCRIPT)
         self._claim = client.register_script(_CLAIM_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
+        self._renew = client.register_script(_RENEW_SCRIPT)
         self._complete = client.register_script(_COMPLETE_SCRIPT)
         # Header and state as ``create`` stored them: what a read right after would return.
         self.created: tuple[dict[str, Any], dict[str, str]] | None = None
@@ -371,6 +383,12 @@ class Ledger:
     def claim_collector(self, token: str, ttl_s: float) -> bool:
         """Take or renew the right to submit and collect for ``ttl_s``; False if another holds it."""
         return bool(self._claim(keys=[self.keys.collector], args=[token, int(ttl_s * 1000)]))
+
+    def renew_collector(self, token: str, ttl_s: float) -> tuple[bool, str | None]:
+        """``claim_collector`` and the generation's status, in one round trip."""
+        held, status = self._renew(keys=[self.keys.collector, self.keys.state],
+                                   args=[token, int(ttl_s * 1000)])
+        return bool(held), None if status is None else _text(status)
 
     def release_collector(self, token: str) -> None:
         self._release(keys=[self.keys.collector], args=[token])
