@@ -26,27 +26,32 @@ from workers.contract import (
 )
 from workers.keys import GENERATIONS_INDEX, GenerationKeys
 
-# One atomic step: only the first result for a candidate is stored, streamed and counted.
-# A generation whose state is gone (deleted, expired) records nothing: no keys without expiry.
+# One atomic step for a list of results (ARGV: 5 per result): only the first result for a
+# candidate is stored, streamed and counted; one flag per result says whether it was. A
+# generation whose state is gone (deleted, expired) records nothing: no keys without expiry.
 # A large result is streamed by candidate id ('c'), so Redis holds its JSON once; what its
 # evaluator attached on the way is dropped (the result has it).
 _RECORD_SCRIPT = """
-if redis.call('EXISTS', KEYS[3]) == 0 then
-  return 0
-end
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  if ARGV[5] == 'r' then
-    redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
+local flags = {}
+local open = redis.call('EXISTS', KEYS[3]) == 1
+for i = 1, #ARGV, 5 do
+  local id = ARGV[i]
+  if open and redis.call('HSETNX', KEYS[1], id, ARGV[i + 1]) == 1 then
+    if ARGV[i + 4] == 'r' then
+      redis.call('XADD', KEYS[2], '*', 'r', ARGV[i + 1])
+    else
+      redis.call('XADD', KEYS[2], '*', 'c', id)
+    end
+    redis.call('HINCRBY', KEYS[3], 'recorded', 1)
+    redis.call('HINCRBY', KEYS[3], 'n_' .. ARGV[i + 2], 1)
+    redis.call('HINCRBY', KEYS[3], 'r_' .. ARGV[i + 3], 1)
+    redis.call('HDEL', KEYS[4], id)
+    flags[#flags + 1] = 1
   else
-    redis.call('XADD', KEYS[2], '*', 'c', ARGV[1])
+    flags[#flags + 1] = 0
   end
-  redis.call('HINCRBY', KEYS[3], 'recorded', 1)
-  redis.call('HINCRBY', KEYS[3], 'n_' .. ARGV[3], 1)
-  redis.call('HINCRBY', KEYS[3], 'r_' .. ARGV[4], 1)
-  redis.call('HDEL', KEYS[4], ARGV[1])
-  return 1
 end
-return 0
+return flags
 """
 
 # Moves a running generation to an end state once; a later caller sees the first one.
@@ -291,17 +296,26 @@ class Ledger:
     # -- recording ------------------------------------------------------------
     def record(self, result: EvaluationResult) -> bool:
         """Record a result; False when the candidate already had one (nothing changes)."""
-        payload = result.model_dump_json()
-        field = "r" if len(payload) <= STREAM_INLINE_BYTES else "c"
-        recorded = bool(
-            self._record(
-                keys=[self.keys.results, self.keys.stream, self.keys.state, self.keys.attached],
-                args=[result.candidate_id, payload, result.status.value, result.priority.value,
-                      field],
-            )
+        return self.record_many([result])[0]
+
+    def record_many(self, results: Sequence[EvaluationResult]) -> list[bool]:
+        """Record results in one round trip; per result, False when its candidate already had
+        one. Results that end together (a batch call, a generation's close) go this way."""
+        if not results:
+            return []
+        args: list[str] = []
+        for result in results:
+            payload = result.model_dump_json()
+            field = "r" if len(payload) <= STREAM_INLINE_BYTES else "c"
+            args += [result.candidate_id, payload, result.status.value, result.priority.value, field]
+        flags = self._record(
+            keys=[self.keys.results, self.keys.stream, self.keys.state, self.keys.attached],
+            args=args,
         )
-        if recorded:
-            metrics.count_result(result)  # a no-op outside a worker started with a metrics port
+        recorded = [bool(flag) for flag in flags]
+        for result, was_recorded in zip(results, recorded, strict=True):
+            if was_recorded:
+                metrics.count_result(result)  # a no-op outside a worker started with a metrics port
         return recorded
 
     def stream_results(self, entries: Sequence[tuple[Any, Mapping[bytes, bytes]]]) -> list[EvaluationResult]:
@@ -501,10 +515,8 @@ class Ledger:
         for batch in self.iter_candidates():
             done = self.recorded_ids(c.id for c in batch)
             attempts = self.attempts(c.id for c in batch if c.id not in done)
-            for candidate in batch:
-                if candidate.id in done:
-                    continue
-                result = EvaluationResult(
+            results = [
+                EvaluationResult(
                     generation_id=header.id,
                     candidate_id=candidate.id,
                     status=status,
@@ -515,7 +527,9 @@ class Ledger:
                     finished_at=now,
                     **candidate_echo(candidate),
                 )
-                recorded += self.record(result)
+                for candidate in batch if candidate.id not in done
+            ]
+            recorded += sum(self.record_many(results))
         return recorded
 
 

@@ -171,6 +171,7 @@ class ChunkRunner:
         self.context = context
         self.submitted_at = submitted_at
         self.keeper = keeper
+        self._held: list[EvaluationResult] | None = None  # a batch call's results, recorded together
 
     def run(self, candidates: Sequence[Candidate], *, attempts: dict[str, int] | None) -> None:
         """Evaluate; ``attempts`` holds a lone candidate's counted attempt (None in a chunk)."""
@@ -236,8 +237,15 @@ class ChunkRunner:
         finally:
             devices.release_memory()
         self.context.attached = None  # attach() names no candidate in a batch call: not kept
-        for candidate, value in zip(candidates, all_scores, strict=True):
-            self._record_value(candidate, value, 1, started)
+        self._held = []
+        try:
+            for candidate, value in zip(candidates, all_scores, strict=True):
+                self._record_value(candidate, value, 1, started)
+            held = self._held
+        finally:
+            self._held = None
+        # They finished together: one round trip records them all (a result each took ~0.3 ms).
+        record_when_reachable(self.ledger, *held)
         return []
 
     def _record_value(self, candidate: Candidate, value: Any, attempt: int, started: Any) -> None:
@@ -309,29 +317,30 @@ class ChunkRunner:
         error: Any = None,
         kept: Kept | None = None,
     ) -> None:
-        record_when_reachable(
-            self.ledger,
-            EvaluationResult(
-                **(kept.fields() if kept is not None else {}),
-                generation_id=self.header.id,
-                candidate_id=candidate.id,
-                status=status,
-                scores=scores or {},
-                error=error,
-                attempts=attempt,
-                worker=self.context.worker,
-                device=str(self.context.device),
-                priority=candidate.priority,
-                submitted_at=self.submitted_at,
-                started_at=started,
-                finished_at=utc_now(),
-                **candidate_echo(candidate),
-            ),
+        result = EvaluationResult(
+            **(kept.fields() if kept is not None else {}),
+            generation_id=self.header.id,
+            candidate_id=candidate.id,
+            status=status,
+            scores=scores or {},
+            error=error,
+            attempts=attempt,
+            worker=self.context.worker,
+            device=str(self.context.device),
+            priority=candidate.priority,
+            submitted_at=self.submitted_at,
+            started_at=started,
+            finished_at=utc_now(),
+            **candidate_echo(candidate),
         )
+        if self._held is not None:
+            self._held.append(result)
+        else:
+            record_when_reachable(self.ledger, result)
 
 
-def record_when_reachable(ledger: Ledger, result: EvaluationResult) -> None:
-    """Record ``result``, waiting out a Redis that cannot be reached (a partition, a restart).
+def record_when_reachable(ledger: Ledger, *results: EvaluationResult) -> None:
+    """Record ``results``, waiting out a Redis that cannot be reached (a partition, a restart).
 
     Unreachable Redis is not the candidate's failure: when the client's own retries ran out,
     the result used to fall into the evaluator's ``except`` and be recorded as an ``error``
@@ -341,11 +350,11 @@ def record_when_reachable(ledger: Ledger, result: EvaluationResult) -> None:
     """
     while True:
         try:
-            ledger.record(result)
+            ledger.record_many(results)
             return
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            logger.warning("candidate %s: result kept until Redis answers again (%s)",
-                           result.candidate_id, exc)
+            logger.warning("candidate(s) %s: result(s) kept until Redis answers again (%s)",
+                           ", ".join(r.candidate_id for r in results[:3]), exc)
             time.sleep(RECORD_RETRY_S)
 
 

@@ -34,6 +34,30 @@ def test_first_result_wins_and_counts_once(redis_client: redis.Redis) -> None:
     assert "n_crashed" not in state
 
 
+def test_results_recorded_together_count_once_each_and_never_in_a_deleted_generation(
+    redis_client: redis.Redis,
+) -> None:
+    spec = make_spec([{"id": c, "params": {"x": [0.1]}} for c in "abc"])
+    ledger = Ledger(redis_client, spec.id)
+    ledger.create(spec)
+    assert ledger.record(result(spec.id, "b", Status.ok)) is True
+
+    flags = ledger.record_many([result(spec.id, "a", Status.ok), result(spec.id, "b", Status.error),
+                                result(spec.id, "c", Status.timeout)])
+    assert flags == [True, False, True]
+    assert [r.candidate_id for r in ledger.stream_results(redis_client.xrange(ledger.keys.stream))] == [
+        "b", "a", "c"]
+    state = ledger.state()
+    assert (state["recorded"], state["n_ok"], state["n_timeout"]) == ("3", "2", "1")
+    assert "n_error" not in state
+    assert ledger.record_many([]) == []
+
+    redis_client.delete(ledger.keys.state)
+    other = make_spec([{"id": "d", "params": {}}]).id
+    assert ledger.record_many([result(other, "d", Status.ok)]) == [False]
+    assert redis_client.hget(ledger.keys.results, "d") is None
+
+
 def test_same_task_delivered_twice_is_counted_once(
     redis_url: str, session_worker: LocalWorker, redis_client: redis.Redis
 ) -> None:
