@@ -349,7 +349,7 @@ class Generation:
         for result in batch:
             self.artifacts_written += bool(result.artifacts)
             self._tally.add(result)
-            self.submitter.auto.observe(result.eval_seconds)
+        self.submitter.auto.observe(batch)
         self._seen += len(batch)
         self._batches += 1
         if self.local:

@@ -85,10 +85,16 @@ class AutoChunk:
     seen: int = 0
     seconds: float = 0.0
 
-    def observe(self, eval_seconds: float | None) -> None:
-        if eval_seconds is not None:
-            self.seen += 1
-            self.seconds += eval_seconds
+    def observe(self, results: Iterable[EvaluationResult]) -> None:
+        """Learn from results. A batch evaluator's results share their worker and start, and
+        each one's ``eval_seconds`` is the whole call's: the call's time is split among them."""
+        calls: dict[tuple[str | None, Any], list[float]] = {}
+        for result in results:
+            if result.eval_seconds is not None:
+                calls.setdefault((result.worker, result.started_at), []).append(result.eval_seconds)
+        for seconds in calls.values():
+            self.seen += len(seconds)
+            self.seconds += max(seconds)
 
     def size(self, remaining: int) -> int:
         if self.seen < AUTO_PROBE:
@@ -100,7 +106,12 @@ class AutoChunk:
         # An eighth of what remains leaves work for every worker, down to a useful message.
         useful = math.ceil(AUTO_MIN_MESSAGE_S / (mean + CANDIDATE_COST_S))
         share = max(remaining // 8, min(useful, remaining))
-        return max(1, min(wanted, AUTO_MAX_CHUNK, share))
+        size = max(1, min(wanted, AUTO_MAX_CHUNK, share))
+        # A tail of less than half a message goes with this one: a message of its own would
+        # cost its worker as much and wait for a free pool child besides.
+        if remaining - size < size / 2 and remaining <= min(wanted * 3 // 2, AUTO_MAX_CHUNK):
+            return remaining
+        return size
 
 
 class TaskMessages:
@@ -258,9 +269,7 @@ class Submitter:
         raw = self.ledger.client.hmget(self.ledger.keys.results, self._probe_ids)
         if any(item is None for item in raw):
             return 0
-        for item in raw:
-            if item is not None:
-                self.auto.observe(EvaluationResult.model_validate_json(item).eval_seconds)
+        self.auto.observe(EvaluationResult.model_validate_json(item) for item in raw if item is not None)
         self._probing = False
         return None
 

@@ -221,8 +221,7 @@ class Run:
         if len({r.candidate_id for r in collected}) != len(params):
             collected = generation.results()
         results = in_row_order(collected, len(params))
-        for result in results:
-            self._auto_chunk.observe(result.eval_seconds)
+        self._auto_chunk.observe(results)
         # The params echo makes each Parquet file self-contained (and checks an attached one).
         _check_replay(generation_id, params,
                       [r for r in results if r.params is not None])
