@@ -242,8 +242,7 @@ def launch(
             created=ledger.created,
             lease=lease,
         )
-        if candidates is None:
-            generation.submitter.prime(spec.candidates)
+        generation.submitter.prime(ledger.first_stored)
     except BaseException:
         failed.close()
         stack.close()

@@ -180,6 +180,7 @@ class Ledger:
         self._complete = client.register_script(_COMPLETE_SCRIPT)
         # Header and state as ``create`` stored them: what a read right after would return.
         self.created: tuple[dict[str, Any], dict[str, str]] | None = None
+        self.first_stored: list[Candidate] = []  # ``create``'s first 1,000 candidates, in order
 
     # -- creating -------------------------------------------------------------
     def create(
@@ -236,6 +237,7 @@ class Ledger:
                 with self.client.pipeline(transaction=False) as pipe:
                     self._push(pipe, batch, totals)
                     pipe.execute()
+                self.first_stored = self.first_stored or batch
                 batch = []
         if not any(totals.values()) and not batch:
             raise ValueError(f"generation {spec.id!r} has no candidates")
@@ -259,6 +261,7 @@ class Ledger:
             if collector is not None:
                 pipe.set(self.keys.collector, collector, px=int(lease_s * 1000))
             pipe.execute()
+        self.first_stored = self.first_stored or batch
         self.created = (json.loads(header), {
             "status": RUNNING, **{str(name): str(value) for name, value in state.items()},
             "generation_id": self.generation_id,
