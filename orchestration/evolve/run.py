@@ -52,7 +52,8 @@ class Run:
     """
 
     def __init__(self, spec: RunSpec, store: RunStore, fleet: Fleet,
-                 on_generation: GenerationCallback | None = None) -> None:
+                 on_generation: GenerationCallback | None = None,
+                 optimizer: Optimizer | None = None) -> None:
         self.spec = spec
         self.store = store
         self.fleet = fleet
@@ -71,7 +72,7 @@ class Run:
         # The last generation's files, written while the next one runs (matplotlib's import,
         # needed for the pictures, while the first one runs).
         self._pending: list[Callable[[], None]] = [warm_up]
-        self._optimizer: Optimizer | None = None
+        self._optimizer = optimizer  # a fresh one (none told yet) from evolve(), else built here
         self._status: str | None = None
         self._error: BaseException | None = None
         self._cancel = threading.Event()
@@ -136,7 +137,7 @@ class Run:
         completed = store.completed()
         store.truncate_history(completed)
         self.history = store.history()
-        optimizer = self._optimizer = build_optimizer(spec)
+        optimizer = self._optimizer = self._optimizer or build_optimizer(spec)
         objectives = list(spec.objectives)
         for index in range(spec.generations):
             if self._cancel.is_set():
@@ -334,12 +335,12 @@ def evolve(
     else:
         spec = run_spec
     store = RunStore(output or spec.output or Path("runs") / spec.id)
-    build_optimizer(spec)  # bad algorithm options fail here, before anything is created
+    optimizer = build_optimizer(spec)  # bad algorithm options fail here, before anything is created
     fleet = Fleet(broker_url, settings)
     if fleet.broker_url is not None:
         _refuse_used_id(fleet.broker_url, spec)
     store.create(spec)
-    return Run(spec, store, fleet, on_generation).start()
+    return Run(spec, store, fleet, on_generation, optimizer).start()
 
 
 def _refuse_used_id(url: str, spec: RunSpec) -> None:
