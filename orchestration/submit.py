@@ -19,8 +19,10 @@ import json
 import math
 import os
 import socket
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +47,7 @@ AUTO_MIN_MESSAGE_S = 0.025
 CANDIDATE_COST_S = 0.0005
 PIPELINE_MESSAGES = 500  # messages per Redis round trip
 PRIME_CANDIDATES = 1000  # candidates a launch hands its submitter from memory
+LEARNED_EVALUATORS = 256  # (deployment, evaluator) pairs whose cost a launcher remembers
 
 
 def group_id_for(generation_id: str) -> str:
@@ -96,8 +99,12 @@ class AutoChunk:
             self.seen += len(seconds)
             self.seconds += max(seconds)
 
+    @property
+    def probing(self) -> bool:
+        return self.seen < AUTO_PROBE
+
     def size(self, remaining: int) -> int:
-        if self.seen < AUTO_PROBE:
+        if self.probing:
             return 1
         mean = self.seconds / self.seen
         if mean >= 1.0:
@@ -112,6 +119,36 @@ class AutoChunk:
         if remaining - size < size / 2 and remaining <= min(wanted * 3 // 2, AUTO_MAX_CHUNK):
             return remaining
         return size
+
+
+class LearnedCost:
+    """What this process measured per (deployment, evaluator): an optimizer's next generation
+    sizes its chunks from it at once instead of probing again with chunks of one.
+
+    A new generation starts from the last mean as if it had seen AUTO_PROBE results at that
+    cost, so its own results soon outweigh it when the cost changes.
+    """
+
+    def __init__(self) -> None:
+        self._means: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def start(self, key: tuple[str, str]) -> AutoChunk:
+        with self._lock:
+            mean = self._means.get(key)
+        return AutoChunk() if mean is None else AutoChunk(seen=AUTO_PROBE, seconds=mean * AUTO_PROBE)
+
+    def remember(self, key: tuple[str, str], auto: AutoChunk) -> None:
+        if auto.probing:
+            return
+        with self._lock:
+            self._means[key] = auto.seconds / auto.seen
+            self._means.move_to_end(key)
+            while len(self._means) > LEARNED_EVALUATORS:
+                self._means.popitem(last=False)
+
+
+LEARNED = LearnedCost()
 
 
 class TaskMessages:
@@ -182,7 +219,8 @@ class Submitter:
         self.chunk_size = spec_header["chunk_size"]
         self.time_limit = float(spec_header["time_limit"])
         self.max_in_flight = int(spec_header["max_in_flight"])
-        self.auto = AutoChunk()
+        self.learned_key = (str(app.conf.broker_url), str(spec_header["evaluator"]))
+        self.auto = LEARNED.start(self.learned_key)
         self.state = state = state or ledger.state()  # as it was when this submitter started
         self.total = int(state["total"])
         self.submitted = int(state.get("submitted", 0))
@@ -199,7 +237,7 @@ class Submitter:
         self._buffer: list[Candidate] = []  # fetched, not yet chunked, of _buffer_priority
         self._buffer_priority: str | None = None
         self._probe_ids: list[str] = []
-        self._probing = self.chunk_size == "auto"
+        self._probing = self.chunk_size == "auto" and self.auto.probing
 
     def _broker_client(self) -> redis.Redis:
         """The ledger's client when broker and backend are one Redis, else the broker's own."""

@@ -30,7 +30,6 @@ from orchestration.generation import Generation
 from orchestration.integrations.pymoo import WAIT_SLACK_S, Fleet, candidate_id, in_row_order
 from orchestration.settings import LaunchSettings
 from orchestration.spec_loading import spec_from_dict
-from orchestration.submit import AutoChunk
 from workers.contract import EvaluationResult, GenerationSpec
 from workers.keys import RUN_CHECKPOINT
 from workers.ledger import Ledger
@@ -63,9 +62,6 @@ class Run:
         self.index = 0  # the generation being evaluated (or replayed)
         self.current: Generation | None = None
         self.replayed = 0
-        # chunk_size auto learns anew in each generation, starting from chunks of one; the run
-        # carries what earlier generations measured, so cheap candidates travel in chunks at once.
-        self._auto_chunk = AutoChunk()
         self._template: GenerationSpec | None = None
         self._may_exist = True  # until a generation is not in Redis: see _evaluate
         self._client: redis.Redis | None = None
@@ -206,7 +202,7 @@ class Run:
                                 on_batch=collected.extend)
         else:
             candidates = [{"id": candidate_id(i), "params": p} for i, p in enumerate(params)]
-            generation = launch(self._generation_spec(index, len(candidates)), broker_url=url,
+            generation = launch(self._generation_spec(index), broker_url=url,
                                 settings=self.fleet.settings, candidates=candidates,
                                 on_batch=collected.extend)
         self.current = generation
@@ -222,22 +218,19 @@ class Run:
         if len({r.candidate_id for r in collected}) != len(params):
             collected = generation.results()
         results = in_row_order(collected, len(params))
-        self._auto_chunk.observe(results)
         # The params echo makes each Parquet file self-contained (and checks an attached one).
         _check_replay(generation_id, params,
                       [r for r in results if r.params is not None])
         return [r if r.params is not None else r.model_copy(update={"params": dict(p)})
                 for r, p in zip(results, params, strict=True)]
 
-    def _generation_spec(self, index: int, size: int) -> GenerationSpec:
-        """Generation ``index``'s spec: the run's, validated once, with its id and chunk size."""
+    def _generation_spec(self, index: int) -> GenerationSpec:
+        """Generation ``index``'s spec: the run's, validated once, with its id. (Under
+        ``chunk_size: auto`` each launch sizes chunks from what the last ones measured.)"""
         if self._template is None:
             self._template = spec_from_dict(self.spec.generation_fields(0), source=self.spec.id,
                                             allow_empty=True)
-        update: dict[str, Any] = {"id": self.spec.generation_id(index)}
-        if self._template.chunk_size == "auto" and self._auto_chunk.seen:
-            update["chunk_size"] = self._auto_chunk.size(size)
-        return self._template.model_copy(update=update)
+        return self._template.model_copy(update={"id": self.spec.generation_id(index)})
 
     def _write(self, index: int, results: Sequence[EvaluationResult], F: np.ndarray,
                archive: Archive, elapsed_s: float, *, write_results: bool, record: bool) -> None:

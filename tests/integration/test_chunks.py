@@ -10,6 +10,7 @@ import signal
 import redis
 
 from orchestration.local_cluster import LocalRedis, LocalWorker
+from orchestration.submit import AUTO_PROBE
 from tests.conftest import make_spec, run_spec
 from workers.contract import Candidate
 from workers.evaluators import EvaluationContext
@@ -109,6 +110,22 @@ def test_auto_chunks_grow_after_probing_and_keep_one_result_each(
     assert redis_client.hlen(ledger.keys.results) == total
     ids = {r.candidate_id for r in ledger.iter_results()}
     assert ids == {f"n{i}" for i in range(total)}
+
+
+def test_the_next_auto_generation_of_an_evaluator_starts_from_its_learned_cost(
+    redis_url: str, session_worker: LocalWorker, redis_client: redis.Redis
+) -> None:
+    chunks = []
+    for _ in range(2):
+        spec = make_spec([{"id": f"c{i}"} for i in range(40)], evaluator="tests.sample_evaluators:quick",
+                         objectives={"f": "min"}, chunk_size="auto")
+        assert run_spec(spec, redis_url).wait(0) == "complete"
+        state = Ledger(redis_client, spec.id).state()
+        assert int(state["n_ok"]) == 40
+        chunks.append(int(state["chunks"]))
+    # The first probes with AUTO_PROBE chunks of one; the second sends its 40 in one or two.
+    assert chunks[0] > AUTO_PROBE
+    assert chunks[1] <= 2
 
 
 def test_a_finished_generation_expires_within_the_retention(

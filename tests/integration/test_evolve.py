@@ -154,7 +154,7 @@ def test_local_mode_keeps_one_cluster_for_the_whole_run(
 
 
 @pytest.mark.slow
-def test_auto_chunk_size_carries_over_to_the_next_generations(
+def test_auto_chunks_of_later_generations_start_from_what_earlier_ones_measured(
     redis_url: str, session_worker: LocalWorker, tmp_path: Path
 ) -> None:
     spec = zdt1_run(3, 40, evaluator="zdt1", chunk_size="auto")
@@ -167,10 +167,10 @@ def test_auto_chunk_size_carries_over_to_the_next_generations(
         chunks = [int(Ledger(client, f"{spec['id']}-g{i:04d}").state()["chunks"]) for i in range(3)]
     finally:
         client.close()
-    # The first generation learns from chunks of one; the next ones start from what it measured.
-    assert headers[0]["chunk_size"] == "auto"
-    assert all(isinstance(h["chunk_size"], int) and h["chunk_size"] > 1 for h in headers[1:]), headers
-    assert all(c < 40 for c in chunks[1:]), chunks
+    # The first generation may probe with chunks of one; the launcher remembers what it measured,
+    # so the next ones send their 40 cheap candidates in a message or two at once.
+    assert all(h["chunk_size"] == "auto" for h in headers), headers
+    assert all(c <= 2 for c in chunks[1:]), chunks
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
-from orchestration.submit import AUTO_MAX_CHUNK, AUTO_PROBE, AutoChunk
+from orchestration.submit import AUTO_MAX_CHUNK, AUTO_PROBE, LEARNED_EVALUATORS, AutoChunk, LearnedCost
 from workers.contract import EvaluationResult, Status
 
 _starts = count()
@@ -59,3 +59,26 @@ def test_auto_caps_and_leaves_work_for_every_worker() -> None:
 
 def test_auto_keeps_one_for_evaluations_of_a_second_or_more() -> None:
     assert learned(1.5).size(10_000) == 1
+
+
+def test_a_learned_cost_starts_the_next_generation_and_is_outweighed_by_its_results() -> None:
+    memory = LearnedCost()
+    key = ("redis://h:6379/0", "zdt1")
+    assert memory.start(key).probing
+    memory.remember(key, learned(0.001, AUTO_PROBE - 1))  # still probing: nothing learned
+    assert memory.start(key).probing
+    memory.remember(key, learned(0.01))
+    auto = memory.start(key)
+    assert not auto.probing and auto.size(10_000) == 100
+    assert memory.start(("redis://other:6379/0", "zdt1")).probing  # per deployment
+    for _ in range(4 * AUTO_PROBE):
+        auto.observe(timed(0.1))
+    assert 0.08 < auto.seconds / auto.seen < 0.1
+
+
+def test_learned_costs_are_bounded() -> None:
+    memory = LearnedCost()
+    for i in range(LEARNED_EVALUATORS + 1):
+        memory.remember(("u", f"e{i}"), learned(0.01))
+    assert memory.start(("u", "e0")).probing
+    assert not memory.start(("u", f"e{LEARNED_EVALUATORS}")).probing
