@@ -7,7 +7,7 @@ import math
 import time
 from array import array
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from workers.contract import EvaluationResult, Status
@@ -117,7 +117,7 @@ class _Ranked:
         return bool(self.key > other.key)
 
 
-def _percentile(values: list[float], q: float) -> float | None:
+def _percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
@@ -125,7 +125,7 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[index]
 
 
-def _stats(values: list[float]) -> dict[str, float | None]:
+def _stats(values: Sequence[float]) -> dict[str, float | None]:
     return {
         "mean": sum(values) / len(values) if values else None,
         "p50": _percentile(values, 0.50),
@@ -142,12 +142,14 @@ class SummaryBuilder:
         self.counts: Counter[str] = Counter()
         self.front = ParetoFront(objectives)
         self.top: dict[str, list[_Ranked]] = {n: [] for n in objectives}
-        self.eval_seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
+        # Per-result times as C doubles: 8 bytes each instead of a float object and a pointer
+        # (a 100,000-candidate generation's collector grew ~5 MiB less).
+        self.eval_seconds: dict[tuple[str, str], array[float]] = defaultdict(lambda: array("d"))
         # Per (worker, device): start and end times, to count the pool children it ran on.
         self.spans: dict[tuple[str, str], tuple[array[float], array[float]]] = defaultdict(
             lambda: (array("d"), array("d"))
         )
-        self.queue_wait: dict[str, list[float]] = defaultdict(list)
+        self.queue_wait: dict[str, array[float]] = defaultdict(lambda: array("d"))
         self.failed: dict[str, list[str]] = defaultdict(list)
         self.first_start: float | None = None
         self.last_finish: float | None = None
