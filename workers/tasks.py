@@ -237,15 +237,15 @@ class ChunkRunner:
         finally:
             devices.release_memory()
         self.context.attached = None  # attach() names no candidate in a batch call: not kept
+        # They finished together: one round trip records them all (a result each took ~0.3 ms),
+        # even those before a candidate whose recording raised.
         self._held = []
         try:
             for candidate, value in zip(candidates, all_scores, strict=True):
                 self._record_value(candidate, value, 1, started)
-            held = self._held
         finally:
-            self._held = None
-        # They finished together: one round trip records them all (a result each took ~0.3 ms).
-        record_when_reachable(self.ledger, *held)
+            held, self._held = self._held, None
+            record_when_reachable(self.ledger, *held)
         return []
 
     def _record_value(self, candidate: Candidate, value: Any, attempt: int, started: Any) -> None:
