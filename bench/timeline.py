@@ -1,6 +1,6 @@
 """The timeline of one small generation: every Redis command, by whom, in ms since ``launch()``.
 
-``python bench/timeline.py [--candidates N]`` starts a private redis-server and one worker (2 pool
+``python bench/timeline.py [--candidates N] [--chunk-size K|auto]`` starts a private redis-server and one worker (2 pool
 children), warms them up, then records Redis MONITOR while one generation runs. Each command is
 labelled with the process that sent it (launcher, worker main process, pool child), found from
 the sockets' owners, so waiting shows up as gaps between lines. MONITOR runs in a subprocess.
@@ -56,7 +56,8 @@ def monitor(url: str, out: str) -> None:
             sink.flush()
 
 
-def record(url: str, candidates: int, worker_pid: int, port: int) -> list[tuple[float, str, str]]:
+def record(url: str, candidates: int, chunk_size: int | str, worker_pid: int,
+           port: int) -> list[tuple[float, str, str]]:
     out = Path(tempfile.mkdtemp(prefix="evofleet-timeline-")) / "monitor.txt"
     watcher = subprocess.Popen([sys.executable, __file__, "--monitor", url, str(out)])
     try:
@@ -65,7 +66,7 @@ def record(url: str, candidates: int, worker_pid: int, port: int) -> list[tuple[
             if time.monotonic() > deadline:
                 raise TimeoutError("the MONITOR subprocess did not start")
             time.sleep(0.05)
-        spec = spec_for(candidates)
+        spec = spec_for(candidates, chunk_size=chunk_size)
         started = time.time()
         generation = launch(spec, broker_url=url)
         launched = time.time()
@@ -90,18 +91,20 @@ def record(url: str, candidates: int, worker_pid: int, port: int) -> list[tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=1, help="Population size (default 1).")
+    parser.add_argument("--chunk-size", default="1", help="Candidates per message, or auto (default 1).")
     parser.add_argument("--width", type=int, default=110, help="Characters of each command.")
     parser.add_argument("--monitor", nargs=2, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.monitor:
         monitor(*args.monitor)
         return
+    chunk_size: int | str = args.chunk_size if args.chunk_size == "auto" else int(args.chunk_size)
     server = LocalRedis().start()
     try:
         with evofleet_worker(server, server.workdir) as worker:
             for _ in range(5):  # warm: shared connections, pool children's clients
-                launch(spec_for(args.candidates), broker_url=server.url).wait(60)
-            rows: list[Any] = record(server.url, args.candidates, worker.pid, server.port)
+                launch(spec_for(args.candidates, chunk_size=chunk_size), broker_url=server.url).wait(60)
+            rows: list[Any] = record(server.url, args.candidates, chunk_size, worker.pid, server.port)
     finally:
         server.stop()
     for ms, who, what in rows:
