@@ -1,9 +1,10 @@
 """The timeline of one small generation: every Redis command, by whom, in ms since ``launch()``.
 
-``python bench/timeline.py [--candidates N] [--chunk-size K|auto]`` starts a private redis-server and one worker (2 pool
-children), warms them up, then records Redis MONITOR while one generation runs. Each command is
-labelled with the process that sent it (launcher, worker main process, pool child), found from
-the sockets' owners, so waiting shows up as gaps between lines. MONITOR runs in a subprocess.
+``python bench/timeline.py [--candidates N] [--chunk-size K|auto]`` starts a private redis-server
+and one worker (2 pool children), warms them up, then records Redis MONITOR while one generation
+runs. Each command is labelled with the process that sent it (launcher, worker main process, pool
+child), found from the sockets' owners, so waiting shows up as gaps between lines. MONITOR runs
+in a subprocess.
 """
 
 from __future__ import annotations
