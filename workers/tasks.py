@@ -171,7 +171,6 @@ class ChunkRunner:
         self.context = context
         self.submitted_at = submitted_at
         self.keeper = keeper
-        self._held: list[EvaluationResult] | None = None  # a batch call's results, recorded together
 
     def run(self, candidates: Sequence[Candidate], *, attempts: dict[str, int] | None) -> None:
         """Evaluate; ``attempts`` holds a lone candidate's counted attempt (None in a chunk)."""
@@ -188,9 +187,9 @@ class ChunkRunner:
         for candidate in leftover:
             attempt = attempts.get(candidate.id, 1) if attempts is not None else 1
             if attempt > self.header.crash_retries + 1:
-                self._record(candidate, Status.crashed, attempt=attempt - 1, started=None,
-                             error=error_info(RuntimeError(
-                                 f"lost its worker {attempt - 1} times; not run again")))
+                self._record(self._result(candidate, Status.crashed, attempt=attempt - 1, started=None,
+                                          error=error_info(RuntimeError(
+                                              f"lost its worker {attempt - 1} times; not run again"))))
                 continue
             self.context.attempt = attempt
             self.context.attached = None
@@ -199,7 +198,7 @@ class ChunkRunner:
             try:
                 with soft_time_limit(self.header.soft_time_limit):
                     value = evaluator(candidate, self.context)
-                self._record_value(candidate, value, attempt, started)
+                self._record(self._value_result(candidate, value, attempt, started))
             except Exception as exc:
                 self._record_failure(candidate, exc, attempt, started)
                 devices.after_failure(exc)
@@ -220,10 +219,12 @@ class ChunkRunner:
             reason = f"{type(exc).__name__}: {reason}"
         message = f"evaluator {name!r} cannot be loaded on worker {self.context.worker}: {reason}"
         logger.error("%s; recording error for %d candidate(s)", message, len(candidates))
-        for candidate in candidates:
-            attempt = attempts.get(candidate.id, 1) if attempts is not None else 1
-            self._record(candidate, Status.error, attempt=attempt, started=None,
+        self._record(*(
+            self._result(candidate, Status.error, started=None,
+                         attempt=attempts.get(candidate.id, 1) if attempts is not None else 1,
                          error=error_info(UnknownEvaluator(message)))
+            for candidate in candidates
+        ))
 
     def _run_batch(self, batch: Any, candidates: Sequence[Candidate]) -> list[Candidate]:
         """Score all in one call; on an exception, fall back to one by one."""
@@ -238,18 +239,19 @@ class ChunkRunner:
             devices.release_memory()
         self.context.attached = None  # attach() names no candidate in a batch call: not kept
         # They finished together: one round trip records them all (a result each took ~0.3 ms),
-        # even those before a candidate whose recording raised.
-        self._held = []
+        # even those before a candidate whose result could not be built.
+        results: list[EvaluationResult] = []
         try:
             for candidate, value in zip(candidates, all_scores, strict=True):
-                self._record_value(candidate, value, 1, started)
+                results.append(self._value_result(candidate, value, 1, started))
         finally:
-            held, self._held = self._held, None
-            record_when_reachable(self.ledger, *held)
+            self._record(*results)
         return []
 
-    def _record_value(self, candidate: Candidate, value: Any, attempt: int, started: Any) -> None:
-        """Record what the evaluator returned: scores, or an Evaluation (or its mapping)."""
+    def _value_result(
+        self, candidate: Candidate, value: Any, attempt: int, started: Any
+    ) -> EvaluationResult:
+        """The result of what the evaluator returned: scores, or an Evaluation (or its mapping)."""
         evaluation = unpack(value, self.context.attached)
         kept = self._keep(candidate, evaluation)
         try:
@@ -259,14 +261,13 @@ class ChunkRunner:
                                  f"({self.keeper.inline_limit} bytes): give per-example scores "
                                  "in outputs")
         except (TypeError, ValueError) as problem:
-            self._record(candidate, Status.error, attempt=attempt, started=started,
-                         error=error_info(problem), kept=kept)
-            return
+            return self._result(candidate, Status.error, attempt=attempt, started=started,
+                                error=error_info(problem), kept=kept)
         if kept.problem is not None:  # e.g. the store is unreachable: scored, but not kept
-            self._record(candidate, Status.error, attempt=attempt, started=started, scores=clean,
-                         error=error_info(kept.problem), kept=kept)
-            return
-        self._record(candidate, Status.ok, attempt=attempt, started=started, scores=clean, kept=kept)
+            return self._result(candidate, Status.error, attempt=attempt, started=started,
+                                scores=clean, error=error_info(kept.problem), kept=kept)
+        return self._result(candidate, Status.ok, attempt=attempt, started=started, scores=clean,
+                            kept=kept)
 
     def _record_failure(self, candidate: Candidate, exc: Exception, attempt: int, started: Any) -> None:
         """An evaluator that raised (or ran out of time) keeps what it attached before."""
@@ -276,8 +277,8 @@ class ChunkRunner:
                        error.message, error.traceback)
         if kept.problem is not None:
             error.message = f"{error.message} (and its attachments were not kept: {kept.problem})"
-        self._record(candidate, status_of(exc), attempt=attempt, started=started, error=error,
-                     kept=kept)
+        self._record(self._result(candidate, status_of(exc), attempt=attempt, started=started,
+                                  error=error, kept=kept))
 
     def _note_attached(self, candidate: Candidate, evaluation: Evaluation) -> None:
         """Record attached outputs and feedback at once: if the pool child dies, the main
@@ -306,7 +307,10 @@ class ChunkRunner:
             return Kept(problem=ArtifactStoreError(
                 f"artifact store {where} did not finish writing within {limit:g}s"))
 
-    def _record(
+    def _record(self, *results: EvaluationResult) -> None:
+        record_when_reachable(self.ledger, *results)
+
+    def _result(
         self,
         candidate: Candidate,
         status: Status,
@@ -316,8 +320,8 @@ class ChunkRunner:
         scores: dict[str, float] | None = None,
         error: Any = None,
         kept: Kept | None = None,
-    ) -> None:
-        result = EvaluationResult(
+    ) -> EvaluationResult:
+        return EvaluationResult(
             **(kept.fields() if kept is not None else {}),
             generation_id=self.header.id,
             candidate_id=candidate.id,
@@ -333,10 +337,6 @@ class ChunkRunner:
             finished_at=utc_now(),
             **candidate_echo(candidate),
         )
-        if self._held is not None:
-            self._held.append(result)
-        else:
-            record_when_reachable(self.ledger, result)
 
 
 def record_when_reachable(ledger: Ledger, *results: EvaluationResult) -> None:
