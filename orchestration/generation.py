@@ -19,7 +19,7 @@ from celery import Celery
 
 from orchestration.recovery import LostMessageWatch
 from orchestration.sinks import Sink
-from orchestration.submit import LEARNED, Submitter
+from orchestration.submit import Submitter
 from workers.artifacts import load_artifact
 from workers.contract import EvaluationResult, Status
 from workers.ledger import RUNNING, Ledger
@@ -349,8 +349,7 @@ class Generation:
         for result in batch:
             self.artifacts_written += bool(result.artifacts)
             self._tally.add(result)
-        self.submitter.auto.observe(batch)
-        LEARNED.remember(self.submitter.learned_key, self.submitter.auto)
+        self.submitter.observe(batch)
         self._seen += len(batch)
         self._batches += 1
         if self.local:

@@ -239,6 +239,12 @@ class Submitter:
         self._probe_ids: list[str] = []
         self._probing = self.chunk_size == "auto" and self.auto.probing
 
+    def observe(self, results: Sequence[EvaluationResult]) -> None:
+        """Learn the evaluator's cost from collected results, for this generation's chunks and
+        (through LEARNED) for the next generation of the same evaluator on this deployment."""
+        self.auto.observe(results)
+        LEARNED.remember(self.learned_key, self.auto)
+
     def _broker_client(self) -> redis.Redis:
         """The ledger's client when broker and backend are one Redis, else the broker's own."""
         broker_url = str(self.app.conf.broker_url)
