@@ -1,7 +1,7 @@
 """The ``gpu`` figure: ``python bench/gpu.py [--candidates N] [--cpu]``.
 
 The ``mlp`` evaluator's candidates per second and the GPU's busy share (``nvidia-smi`` sampled
-every 200 ms during the run) for K = 1, 2, 4 pool children per GPU, one candidate per message
+every 200 ms during the run) for K = 1, 2, 4, 8 pool children per GPU, one candidate per message
 against chunks trained as one vectorised model. Without a GPU it says so and stops; ``--cpu``
 runs the same cases on CPU children (K children in all), which only checks the script works.
 """
@@ -132,7 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=256, help="Population per case.")
     parser.add_argument("--cpu", action="store_true", help="No GPU: check the script on CPUs.")
-    parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 4], help="Children per GPU.")
+    parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8], help="Children per GPU.")
     args = parser.parse_args()
     gpu = shutil.which("nvidia-smi") is not None and not args.cpu
     if not gpu and not args.cpu:
