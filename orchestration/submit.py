@@ -237,13 +237,26 @@ class Submitter:
         self._buffer: list[Candidate] = []  # fetched, not yet chunked, of _buffer_priority
         self._buffer_priority: str | None = None
         self._probe_ids: list[str] = []
+        self._learned_probes: set[str] = set()
         self._probing = self.chunk_size == "auto" and self.auto.probing
 
     def observe(self, results: Sequence[EvaluationResult]) -> None:
         """Learn the evaluator's cost from collected results, for this generation's chunks and
         (through LEARNED) for the next generation of the same evaluator on this deployment."""
-        self.auto.observe(results)
+        self._learn(results)
         LEARNED.remember(self.learned_key, self.auto)
+
+    def _learn(self, results: Iterable[EvaluationResult]) -> None:
+        """AutoChunk.observe, each probe result once: the probe reads its results back itself,
+        and the collector hands them on too."""
+        fresh = []
+        for result in results:
+            if result.candidate_id in self._probe_ids:
+                if result.candidate_id in self._learned_probes:
+                    continue
+                self._learned_probes.add(result.candidate_id)
+            fresh.append(result)
+        self.auto.observe(fresh)
 
     def _broker_client(self) -> redis.Redis:
         """The ledger's client when broker and backend are one Redis, else the broker's own."""
@@ -313,7 +326,7 @@ class Submitter:
         raw = self.ledger.client.hmget(self.ledger.keys.results, self._probe_ids)
         if any(item is None for item in raw):
             return 0
-        self.auto.observe(EvaluationResult.model_validate_json(item) for item in raw if item is not None)
+        self._learn(EvaluationResult.model_validate_json(item) for item in raw if item is not None)
         self._probing = False
         return None
 

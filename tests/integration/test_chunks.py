@@ -6,13 +6,15 @@ import base64
 import json
 import os
 import signal
+from datetime import UTC, datetime, timedelta
 
+import pytest
 import redis
 
 from orchestration.local_cluster import LocalRedis, LocalWorker
 from orchestration.submit import AUTO_PROBE
 from tests.conftest import make_spec, run_spec
-from workers.contract import Candidate
+from workers.contract import Candidate, EvaluationResult, Status
 from workers.evaluators import EvaluationContext
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK
 from workers.ledger import Ledger
@@ -126,6 +128,36 @@ def test_the_next_auto_generation_of_an_evaluator_starts_from_its_learned_cost(
     # The first probes with AUTO_PROBE chunks of one; the second sends its 40 in one or two.
     assert chunks[0] > AUTO_PROBE
     assert chunks[1] <= 2
+
+
+def test_a_probe_result_is_learned_once(private_redis: LocalRedis) -> None:
+    """The probe reads its results back itself and the collector hands them on as well: the
+    evaluator's cost is learned from each once. No worker: the test records the results."""
+    from orchestration.api import launcher_app
+    from orchestration.submit import Submitter, create_generation
+
+    app = launcher_app(private_redis.url)  # a Redis of its own: nothing learned for it yet
+    client = redis.Redis.from_url(private_redis.url)
+    spec = make_spec([{"id": f"c{i}"} for i in range(20)], evaluator="noop",
+                     objectives={"f": "min"}, chunk_size="auto")
+    ledger = Ledger(client, spec.id)
+    create_generation(app, ledger, spec)
+    submitter = Submitter(app, ledger, spec.header())
+    assert submitter.submit_more(recorded=0) == AUTO_PROBE  # chunks of one, then it waits
+
+    started = datetime.now(UTC)
+    probes = [EvaluationResult(generation_id=spec.id, candidate_id=f"c{i}", status=Status.ok,
+                               scores={"f": 0.0}, worker="w", started_at=started + timedelta(seconds=i),
+                               finished_at=started + timedelta(seconds=i, milliseconds=10))
+              for i in range(AUTO_PROBE)]
+    assert all(ledger.record_many(probes))
+    assert submitter.submit_more(recorded=AUTO_PROBE) == 20 - AUTO_PROBE  # sized from the probes
+    assert submitter.auto.seen == AUTO_PROBE
+    submitter.observe(probes)  # the collector's batch: the same results
+    assert submitter.auto.seen == AUTO_PROBE
+    assert submitter.auto.seconds == pytest.approx(AUTO_PROBE * 0.01)
+    client.close()
+    app.close()
 
 
 def test_a_finished_generation_expires_within_the_retention(
