@@ -268,9 +268,7 @@ def launch_and_collect(
     if on_launch is not None:
         on_launch(generation)
     generation.wait(timeout)
-    if len({result.candidate_id for result in collected}) != generation.total:
-        collected = generation.results()
-    return collected
+    return generation.results_or(collected)
 
 
 def attach(

@@ -165,6 +165,13 @@ class Generation:
             return [EvaluationResult.model_validate_json(line) for line in self._spool]
         return list(self.ledger.iter_results())
 
+    def results_or(self, collected: list[EvaluationResult]) -> list[EvaluationResult]:
+        """``collected`` (what an ``on_batch`` callback kept) when it holds a result for every
+        candidate, else :meth:`results`: Redis is read again only if some were missed."""
+        if len({result.candidate_id for result in collected}) == self.total:
+            return collected
+        return self.results()
+
     def result(self, candidate_id: str) -> EvaluationResult:
         """One candidate's result (KeyError if it has none yet)."""
         if self.local and self.ended:

@@ -215,9 +215,7 @@ class Run:
             self.current = None
         if ended == "cancelled" and self._cancel.is_set():
             return None
-        if len({r.candidate_id for r in collected}) != len(params):
-            collected = generation.results()
-        results = in_row_order(collected, len(params))
+        results = in_row_order(generation.results_or(collected), len(params))
         # The params echo makes each Parquet file self-contained (and checks an attached one).
         _check_replay(generation_id, params,
                       [r for r in results if r.params is not None])
