@@ -9,12 +9,13 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 from celery import Celery
+
+from workers.recent import RecentMap
 
 MAX_SHARED = 8  # deployments kept open at once; the least recently used one is closed
 
@@ -44,9 +45,8 @@ class SharedConnections:
     """A bounded, thread-safe cache of LauncherConnections keyed by deployment and process."""
 
     def __init__(self, limit: int = MAX_SHARED) -> None:
-        self.limit = limit
         self._lock = threading.Lock()
-        self._open: OrderedDict[ConnectionKey, LauncherConnections] = OrderedDict()
+        self._open: RecentMap[ConnectionKey, LauncherConnections] = RecentMap(limit)
 
     @staticmethod
     def key(broker_url: str, backend_url: str, settings: str) -> ConnectionKey:
@@ -56,10 +56,7 @@ class SharedConnections:
 
     def get(self, key: ConnectionKey) -> LauncherConnections | None:
         with self._lock:
-            found = self._open.get(key)
-            if found is not None:
-                self._open.move_to_end(key)
-            return found
+            return self._open.get(key)
 
     def get_or_open(
         self, key: ConnectionKey, opener: Callable[[], LauncherConnections]
@@ -73,9 +70,7 @@ class SharedConnections:
         with self._lock:
             raced = self._open.get(key)
             if raced is None:
-                self._open[key] = fresh
-                while len(self._open) > self.limit:
-                    evicted.append(self._open.popitem(last=False)[1])
+                evicted = self._open.put(key, fresh)
         if raced is not None:
             fresh.close()
             return raced, False
@@ -85,8 +80,7 @@ class SharedConnections:
 
     def close_all(self) -> None:
         with self._lock:
-            dropped = list(self._open.values())
-            self._open.clear()
+            dropped = self._open.pop_all()
         for connections in dropped:
             connections.close()
 

@@ -22,7 +22,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from redis.client import Pipeline
 from workers.contract import PRIORITIES, Candidate, EvaluationResult, GenerationSpec
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK
 from workers.ledger import Ledger
+from workers.recent import RecentMap
 from workers.redis_client import client_for
 
 AUTO_TARGET_S = 1.0  # seconds of evaluation one message carries under chunk_size=auto (a critical
@@ -130,7 +130,7 @@ class LearnedCost:
     """
 
     def __init__(self) -> None:
-        self._means: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._means: RecentMap[tuple[str, str], float] = RecentMap(LEARNED_EVALUATORS)
         self._lock = threading.Lock()
 
     def start(self, key: tuple[str, str]) -> AutoChunk:
@@ -142,10 +142,7 @@ class LearnedCost:
         if auto.probing:
             return
         with self._lock:
-            self._means[key] = auto.seconds / auto.seen
-            self._means.move_to_end(key)
-            while len(self._means) > LEARNED_EVALUATORS:
-                self._means.popitem(last=False)
+            self._means.put(key, auto.seconds / auto.seen)
 
 
 LEARNED = LearnedCost()

@@ -8,7 +8,6 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,24 +17,23 @@ from celery.signals import worker_ready, worker_shutdown
 
 from workers.artifacts import ArtifactStore, ArtifactStoreError
 from workers.keys import ARTIFACT_STORES, ARTIFACT_SWEEP_LOCK, GenerationKeys
+from workers.recent import RecentMap
 from workers.redis_client import connect
 
 logger = logging.getLogger(__name__)
 _REGISTERED_KEPT = 1024  # a forgotten one costs one idempotent ZADD NX again
-_registered: OrderedDict[tuple[int, str, str], None] = OrderedDict()
+# A long-lived child sees endless generations.
+_registered: RecentMap[tuple[int, str, str], bool] = RecentMap(_REGISTERED_KEPT)
 _stop = threading.Event()
 
 
 def register_store(client: redis.Redis, generation_id: str, url: str) -> None:
     """Note that ``generation_id`` writes artifacts to ``url`` (once per process)."""
     key = (os.getpid(), generation_id, url)
-    if key in _registered:
-        _registered.move_to_end(key)
+    if _registered.get(key):
         return
     client.zadd(ARTIFACT_STORES, {json.dumps([generation_id, url]): time.time()}, nx=True)
-    _registered[key] = None
-    if len(_registered) > _REGISTERED_KEPT:  # a long-lived child sees endless generations
-        _registered.popitem(last=False)
+    _registered.put(key, True)
 
 
 @dataclass

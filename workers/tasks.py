@@ -8,7 +8,6 @@ import math
 import os
 import socket
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from functools import lru_cache, partial
 from typing import Any
@@ -42,6 +41,7 @@ from workers.failures import EvaluateRequest, error_info, soft_time_limit, statu
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK
 from workers.ledger import RUNNING, Ledger
 from workers.outputs import Keeper, Kept, from_exception, json_size, unpack
+from workers.recent import RecentMap
 from workers.redis_client import client_for
 from workers.retention import register_store
 from workers.summary import summarize
@@ -67,14 +67,11 @@ def _backend_url() -> str:
     return str(app.conf.result_backend)
 
 
-_HEADERS: OrderedDict[str, GenerationHeader] = OrderedDict()  # this process's recent headers
-_HEADERS_KEPT = 64
+_HEADERS: RecentMap[str, GenerationHeader] = RecentMap(64)  # this process's recent headers
 
 
 def _remember_header(generation_id: str, header: GenerationHeader) -> GenerationHeader:
-    _HEADERS[generation_id] = header
-    while len(_HEADERS) > _HEADERS_KEPT:
-        _HEADERS.popitem(last=False)
+    _HEADERS.put(generation_id, header)
     return header
 
 
