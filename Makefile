@@ -16,9 +16,11 @@ bench:
 demo:
 	.venv/bin/evofleet demo
 
-# On a CUDA node: what deploy/README.md's "GPU tests" section asks to paste.
+# On a CUDA node: what deploy/README.md's "GPU tests" section asks to paste. A node's own
+# install: make gpu-check VENV=/opt/evofleet/.venv (its python needs evofleet[test] installed).
+VENV ?= .venv
 gpu-check:
 	nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
-	.venv/bin/python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count())"
-	.venv/bin/python -m pytest tests/gpu -m gpu -v -s
-	.venv/bin/python bench/gpu.py
+	$(VENV)/bin/python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count())"
+	$(VENV)/bin/python -m pytest tests/gpu -m gpu -v -s
+	$(VENV)/bin/python bench/gpu.py
