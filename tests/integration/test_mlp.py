@@ -18,7 +18,7 @@ import yaml
 from orchestration.sinks import summary_path
 from workers.contract import Candidate
 from workers.evaluators import EvaluationContext, resolve
-from workers.evaluators.mlp import MLPParams, train_and_score
+from workers.evaluators.mlp import MLPParams, RowAdam, train_and_score
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "mlp-search.yaml"
@@ -146,6 +146,30 @@ def test_a_chunk_trains_each_shape_as_one_vectorised_model_with_the_same_accurac
         assert batched["params"] == single["params"] == parameter_count(p["hidden"])
         assert batched["accuracy"] > 0.5
     assert len({round(s["accuracy"], 6) for s in together}) > 1  # not one model copied
+
+
+def test_row_adam_moves_each_row_as_torch_adam_moves_that_model_alone() -> None:
+    """The vectorised path's optimizer: rows of one tensor, each with its own learning rate,
+    step for step what ``torch.optim.Adam`` does to each row as a model of its own."""
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(3, 5, 4, generator=generator)
+    grads = [torch.randn(3, 5, 4, generator=generator) for _ in range(6)]
+    lrs = [1e-3, 1e-2, 0.1]
+    stacked = start.clone().requires_grad_()
+    rows = RowAdam([stacked], lrs)
+    alone = [start[i].clone().requires_grad_() for i in range(3)]
+    adams = [torch.optim.Adam([w], lr=lr) for w, lr in zip(alone, lrs, strict=True)]
+    for grad in grads:
+        rows.zero_grad()
+        stacked.grad = grad.clone()
+        rows.step()
+        for i, (w, adam) in enumerate(zip(alone, adams, strict=True)):
+            adam.zero_grad()
+            w.grad = grad[i].clone()
+            adam.step()
+    for i, w in enumerate(alone):
+        assert torch.allclose(stacked[i], w, rtol=0, atol=1e-6), i
+    assert not torch.allclose(stacked[0], start[0])  # they did move
 
 
 def test_a_chunk_with_an_invalid_candidate_raises_so_each_is_scored_alone() -> None:

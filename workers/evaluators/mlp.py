@@ -152,6 +152,44 @@ def shape_of(p: MLPParams) -> tuple[Any, ...]:
     return (p.hidden, p.epochs, p.batch_size, p.dropout)
 
 
+class RowAdam:
+    """``torch.optim.Adam``'s update with its defaults, on parameters whose rows are separate
+    models, each row with its own learning rate. Adam is elementwise, so a row moves as that
+    model's own Adam would move it (up to rounding); torch's Adam takes one learning rate per
+    parameter group, and a group cannot hold one row of a tensor."""
+
+    def __init__(self, params: list[Any], lrs: Sequence[float],
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        import torch
+
+        self.params = params
+        self.betas, self.eps, self.steps = betas, eps, 0
+        rows = torch.tensor(lrs, dtype=params[0].dtype, device=params[0].device)
+        self.lrs = [rows.view(-1, *[1] * (p.dim() - 1)) for p in params]  # broadcast per row
+        self.exp_avg = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+
+    def zero_grad(self) -> None:
+        for param in self.params:
+            param.grad = None
+
+    def step(self) -> None:
+        import torch
+
+        beta1, beta2 = self.betas
+        self.steps += 1
+        correction1 = 1 - beta1**self.steps
+        correction2_sqrt = (1 - beta2**self.steps) ** 0.5
+        with torch.no_grad():
+            for param, lr, avg, avg_sq in zip(self.params, self.lrs, self.exp_avg, self.exp_avg_sq,
+                                              strict=True):
+                grad = param.grad
+                avg.lerp_(grad, 1 - beta1)
+                avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = (avg_sq.sqrt() / correction2_sqrt).add_(self.eps)
+                param.addcdiv_(avg * (lr / correction1), denom, value=-1.0)
+
+
 def train_group_and_score(group: Sequence[MLPParams], device: Any) -> list[dict[str, float]]:
     """Train models of one shape together: ``torch.func.vmap`` over their stacked weights.
 
@@ -170,14 +208,13 @@ def train_group_and_score(group: Sequence[MLPParams], device: Any) -> list[dict[
         torch.manual_seed(p.seed)
         models.append(build_model(p, x_train.shape[1], 10).to(device))
     base = models[0]
-    names = [name for name, _ in base.named_parameters()]
-    weights = [[dict(m.named_parameters())[n] for n in names] for m in models]
-    optimizer = torch.optim.Adam(
-        [{"params": w, "lr": p.lr} for w, p in zip(weights, group, strict=True)]
-    )
+    # One leaf per parameter, its rows the models: the step touches a few tensors, not G models'.
+    stacked = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models])
+               .requires_grad_() for name, _ in base.named_parameters()}
+    optimizer = RowAdam(list(stacked.values()), [p.lr for p in group])
 
-    def loss_of(stacked: dict[str, Any], x: Any, y: Any) -> Any:
-        return torch.nn.functional.cross_entropy(functional_call(base, stacked, (x,)), y)
+    def loss_of(weights: dict[str, Any], x: Any, y: Any) -> Any:
+        return torch.nn.functional.cross_entropy(functional_call(base, weights, (x,)), y)
 
     losses = vmap(loss_of, randomness="different")
     shuffles = [torch.Generator().manual_seed(p.seed) for p in group]
@@ -188,14 +225,12 @@ def train_group_and_score(group: Sequence[MLPParams], device: Any) -> list[dict[
         orders = torch.stack([torch.randperm(len(y_train), generator=g) for g in shuffles]).to(device)
         for start in range(0, orders.shape[1], shape.batch_size):
             batch = orders[:, start : start + shape.batch_size]
-            stacked = {n: torch.stack([w[i] for w in weights]) for i, n in enumerate(names)}
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             # Each model's loss depends on its own weights only: the sum's gradient is each one's.
             losses(stacked, x_train[batch], y_train[batch]).sum().backward()
             optimizer.step()
     base.eval()
     with torch.no_grad():
-        stacked = {n: torch.stack([w[i] for w in weights]) for i, n in enumerate(names)}
         logits = vmap(lambda s: functional_call(base, s, (x_val,)))(stacked)
         accuracy = (logits.argmax(dim=2) == y_val).float().mean(dim=1).tolist()
     seconds = (time.perf_counter() - started) / len(group)
