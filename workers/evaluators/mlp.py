@@ -194,7 +194,7 @@ def train_group_and_score(group: Sequence[MLPParams], device: Any) -> list[dict[
     """Train models of one shape together: ``torch.func.vmap`` over their stacked weights.
 
     Each model starts from the weights its seed gives alone, shuffles with its own seed and
-    has its own Adam learning rate (one parameter group per model), so without dropout it
+    has its own Adam learning rate (a row of RowAdam), so without dropout it
     reaches the accuracy it reaches alone, up to floating-point summation order; with dropout
     the masks are drawn differently. ``train_seconds`` is the group's time over its size.
     """
