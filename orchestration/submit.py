@@ -233,8 +233,7 @@ class Submitter:
         self.broker = self._broker_client()
         self._buffer: list[Candidate] = []  # fetched, not yet chunked, of _buffer_priority
         self._buffer_priority: str | None = None
-        self._probe_ids: list[str] = []
-        self._learned_probes: set[str] = set()
+        self._probes: dict[str, bool] = {}  # probe candidate id -> its result learned yet
         self._probing = self.chunk_size == "auto" and self.auto.probing
 
     def observe(self, results: Sequence[EvaluationResult]) -> None:
@@ -246,14 +245,17 @@ class Submitter:
     def _learn(self, results: Iterable[EvaluationResult]) -> None:
         """AutoChunk.observe, each probe result once: the probe reads its results back itself,
         and the collector hands them on too."""
-        fresh = []
-        for result in results:
-            if result.candidate_id in self._probe_ids:
-                if result.candidate_id in self._learned_probes:
+        if self._probes:  # none when the cost was learned before: nothing to check
+            fresh = []
+            for result in results:
+                learned = self._probes.get(result.candidate_id)
+                if learned:
                     continue
-                self._learned_probes.add(result.candidate_id)
-            fresh.append(result)
-        self.auto.observe(fresh)
+                if learned is not None:
+                    self._probes[result.candidate_id] = True
+                fresh.append(result)
+            results = fresh
+        self.auto.observe(results)
 
     def _broker_client(self) -> redis.Redis:
         """The ledger's client when broker and backend are one Redis, else the broker's own."""
@@ -311,16 +313,16 @@ class Submitter:
             self.submitted = queued
             self.chunks += len(chunks)
             if self._probing:
-                self._probe_ids.extend(c.id for chunk in chunks for c in chunk)
+                self._probes.update((c.id, False) for chunk in chunks for c in chunk)
         return published
 
     def _probe_room(self) -> int | None:
         """While auto sizing probes, only AUTO_PROBE candidates go out; None once it is done."""
         if not self._probing:
             return None
-        if len(self._probe_ids) < AUTO_PROBE:
-            return AUTO_PROBE - len(self._probe_ids)
-        raw = self.ledger.client.hmget(self.ledger.keys.results, self._probe_ids)
+        if len(self._probes) < AUTO_PROBE:
+            return AUTO_PROBE - len(self._probes)
+        raw = self.ledger.client.hmget(self.ledger.keys.results, list(self._probes))
         if any(item is None for item in raw):
             return 0
         self._learn(EvaluationResult.model_validate_json(item) for item in raw if item is not None)

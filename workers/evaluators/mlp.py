@@ -209,8 +209,9 @@ def train_group_and_score(group: Sequence[MLPParams], device: Any) -> list[dict[
         models.append(build_model(p, x_train.shape[1], 10).to(device))
     base = models[0]
     # One leaf per parameter, its rows the models: the step touches a few tensors, not G models'.
-    stacked = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models])
-               .requires_grad_() for name, _ in base.named_parameters()}
+    per_model = [dict(m.named_parameters()) for m in models]
+    stacked = {name: torch.stack([params[name].detach() for params in per_model]).requires_grad_()
+               for name in per_model[0]}
     optimizer = RowAdam(list(stacked.values()), [p.lr for p in group])
 
     def loss_of(weights: dict[str, Any], x: Any, y: Any) -> Any:
