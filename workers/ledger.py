@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from pydantic_core import to_json
 from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
@@ -463,7 +464,7 @@ class Ledger:
         reply = self._complete(
             keys=[self.keys.state, self.keys.summary, self.keys.collector, GENERATIONS_INDEX,
                   *self.keys.all()],
-            args=[json.dumps(summary), now, release or "", retention_s or 0,
+            args=[to_json(summary), now, release or "", retention_s or 0,
                   now - (retention_s or 0)],
         )
         if len(reply) == 1:  # this call ended it with ``summary``
@@ -498,7 +499,7 @@ class Ledger:
 
     def write_summary(self, summary: dict[str, Any], retention_s: int | None) -> None:
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.summary, json.dumps(summary))
+            pipe.set(self.keys.summary, to_json(summary))
             self._expire(pipe, retention_s)
             pipe.execute()
 

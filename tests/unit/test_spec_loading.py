@@ -102,12 +102,22 @@ def test_params_must_be_a_json_object(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("value", "reason"), [
     (".nan", "must be plain JSON: params.lr is nan"),
     ("[1, {when: 2024-01-31}]", "must be plain JSON: params.lr[1].when is a date"),
+    ("[0.5, .inf, 0.25]", "must be plain JSON: params.lr[1] is inf"),
+    ("[0.5, 0.25, .nan]", "must be plain JSON: params.lr[2] is nan"),
 ])
 def test_params_must_survive_json(tmp_path: Path, value: str, reason: str) -> None:
     """YAML's NaN and dates have no JSON form: they would reach the evaluator changed."""
     text = GOOD.replace("params: {x: [0.2, 0.5, 0.9]}", f"params: {{lr: {value}}}")
     message = error_of(write(tmp_path, text))
     assert "candidate #1 (id 'c2'), field 'params'" in message and reason in message
+
+
+def test_a_vector_of_floats_whose_sum_overflows_is_plain_json() -> None:
+    """Finite values are accepted even where their sum (the vector check's shortcut) is inf."""
+    from workers.contract import Candidate
+
+    big = [1e308, 1e308, -0.0, 5e-324]
+    assert Candidate.model_validate({"id": "c", "params": {"x": big}}).params == {"x": big}
 
 
 def test_missing_candidates_file(tmp_path: Path) -> None:
