@@ -32,7 +32,7 @@ from pymoo.problems import get_problem  # noqa: E402
 
 from bench.evolve_evaluators import SECONDS  # noqa: E402
 from orchestration.evolve import evolve  # noqa: E402
-from orchestration.local_cluster import LocalRedis, LocalWorker  # noqa: E402
+from orchestration.local_cluster import LOCAL_WORKER_ENV, LocalRedis, LocalWorker  # noqa: E402
 
 
 class SlowZDT1(ElementwiseProblem):
@@ -56,7 +56,7 @@ def serial(problem: Any, generations: int, population: int) -> float:
 def fleet(evaluator: str, generations: int, population: int, concurrency: int) -> dict[str, float]:
     """evofleet evolve on a kept cluster: total seconds and the median seconds per generation."""
     server = LocalRedis().start()
-    worker = LocalWorker(server.url, concurrency=concurrency,
+    worker = LocalWorker(server.url, concurrency=concurrency, env=LOCAL_WORKER_ENV,
                          hostname=f"bench-evolve-{server.port}@127.0.0.1")
     out = Path(tempfile.mkdtemp(prefix="evofleet-bench-evolve-"))
     try:

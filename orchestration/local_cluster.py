@@ -151,6 +151,11 @@ def worker_command(
     return [*command, *extra]
 
 
+# Local mode's workers: no Flower watches a private Redis, and task events cost each task CPU
+# in the worker and Redis (a no-cost 50-generation evolve ran ~10 % faster without them).
+LOCAL_WORKER_ENV = {"EVOFLEET_TASK_EVENTS": "false"}
+
+
 class LocalWorker:
     """A ``celery -A workers worker`` subprocess that can be waited on, stopped or killed."""
 
@@ -283,6 +288,7 @@ def local_cluster(
                 concurrency=concurrency,
                 hostname=f"local{index}-{server.port}@127.0.0.1",
                 log_path=server.workdir / f"worker{index}.log",
+                env=LOCAL_WORKER_ENV,
             )
             started.append(worker.start())
         # If this process is SIGKILLed, the guard stops what it started (else they run on).

@@ -94,9 +94,10 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_max_memory_per_child": (
             settings.max_memory_per_child_mb * 1024 if settings.max_memory_per_child_mb else None
         ),
-        # Flower sees tasks only with events on.
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Flower sees tasks only with events on (they cost the worker ~1 ms of CPU a task);
+        # task-sent comes from whoever publishes (a pool child, for the chord body).
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "worker_hijack_root_logger": False,
         "broker_connection_timeout": 10,
     }

@@ -15,7 +15,7 @@ ENV_PREFIX = "EVOFLEET_"
 KNOWN_ENV = frozenset(
     {
         "BROKER_URL", "RESULT_BACKEND", "VISIBILITY_TIMEOUT_S", "RETENTION_S",
-        "MAX_TASKS_PER_CHILD", "MAX_MEMORY_PER_CHILD_MB", "METRICS_PORT",  # workers
+        "MAX_TASKS_PER_CHILD", "MAX_MEMORY_PER_CHILD_MB", "METRICS_PORT", "TASK_EVENTS",  # workers
         "LOCAL_WORKERS", "LOCAL_CONCURRENCY", "REDIS_SERVER",  # launcher
         "GPUS", "TORCH_THREADS", "GPU_MEMORY_FRACTION",  # set by `evofleet worker` for its pool children
         "INLINE_OUTPUT_BYTES", "ARTIFACT_STORE", "ARTIFACT_STORE_OPTIONS", "ARTIFACT_SWEEP_S",
@@ -73,6 +73,12 @@ class WorkerSettings(StrictEnvSettings):
     )
     max_memory_per_child_mb: int | None = Field(
         None, gt=0, description="Recycle a pool child whose resident memory passes this."
+    )
+
+    task_events: bool = Field(
+        True,
+        description="Send Celery task events (what Flower shows; Flower also switches them on "
+        "itself every 5 s). Local mode turns them off: no Flower watches its private Redis.",
     )
 
     metrics_port: int = Field(
