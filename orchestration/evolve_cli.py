@@ -85,6 +85,15 @@ def register(app: typer.Typer) -> None:
                                                     show_default=False)] = None,
         concurrency: Annotated[int | None, typer.Option(min=1, help="Local mode: pool children per "
                                                         "worker.", show_default=False)] = None,
+        generations: Annotated[int | None, typer.Option(
+            min=1, help="Generations in all, instead of the spec's; with --resume, extends the run "
+            "(a complete one too) or ends it sooner, not before what it has recorded.",
+            show_default=False)] = None,
+        seed: Annotated[int | None, typer.Option(
+            help="A new run's seed, instead of the spec's.", show_default=False)] = None,
+        run_id: Annotated[str | None, typer.Option(
+            "--id", help="A new run's id, instead of the spec's: generations ID-g0000..., output "
+            "runs/ID unless the spec or --out names one.", show_default=False)] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view.")] = False,
     ) -> None:
         """Run a whole optimization: each generation is an evofleet generation RUN-g0000, RUN-g0001...
@@ -99,13 +108,18 @@ def register(app: typer.Typer) -> None:
 
         if (spec_path is None) == (resume_run is None):
             raise _fail("give a run spec, or --resume RUN (not both)")
+        if resume_run is not None and (seed is not None or run_id is not None):
+            raise _fail("--seed and --id start a new run: a resumed run keeps its own")
         settings = _settings(workers, concurrency)
+        overrides = {name: value for name, value in
+                     (("generations", generations), ("seed", seed), ("id", run_id)) if value is not None}
         try:
             if resume_run is not None:
-                run = resume(resume_run, broker_url=broker, settings=settings)
+                run = resume(resume_run, broker_url=broker, settings=settings, generations=generations)
             else:
                 assert spec_path is not None
-                run = evolve(load_run_spec(spec_path), broker_url=broker, settings=settings, output=out)
+                run = evolve(load_run_spec(spec_path, overrides=overrides), broker_url=broker,
+                             settings=settings, output=out)
         except (SpecError, FileExistsError, FileNotFoundError) as exc:
             raise _fail(str(exc)) from None
         if not quiet:

@@ -29,7 +29,7 @@ from orchestration.evolve.store import RunStore, find_run_root
 from orchestration.generation import Generation
 from orchestration.integrations.pymoo import WAIT_SLACK_S, Fleet, candidate_id, in_row_order
 from orchestration.settings import LaunchSettings
-from orchestration.spec_loading import spec_from_dict
+from orchestration.spec_loading import SpecError, spec_from_dict
 from workers.contract import EvaluationResult, GenerationSpec
 from workers.keys import RUN_CHECKPOINT
 from workers.ledger import Ledger
@@ -353,12 +353,25 @@ def resume(
     broker_url: str | None = None,
     settings: LaunchSettings | None = None,
     on_generation: GenerationCallback | None = None,
+    generations: int | None = None,
 ) -> Run:
-    """Continue a run from its last complete generation: a run directory, or an id under runs/."""
+    """Continue a run from its last complete generation: a run directory, or an id under runs/.
+
+    ``generations``: the run's new total, to extend a run (a complete one too) or end it sooner;
+    not fewer than it has recorded. The run then ends as one started with that total would.
+    """
     root = find_run_root(run) or Path(run)
     store = RunStore(root)
     if not store.spec_path.exists():
         url = broker_url or (settings or LaunchSettings()).broker_url
         raise FileNotFoundError(f"no run at {root} (a run directory holds run.json)"
                                 + (_where_in_redis(url, str(run)) if url else ""))
-    return Run(store.read_spec(), store, Fleet(broker_url, settings), on_generation).start()
+    spec = store.read_spec()
+    if generations is not None and generations != spec.generations:
+        recorded = store.completed()
+        if generations < max(recorded, 1):
+            raise SpecError(f"run {spec.id} has recorded {recorded} generations: it cannot end "
+                            f"at {generations}")
+        spec = spec.model_copy(update={"generations": generations})
+        store.write_spec(spec)
+    return Run(spec, store, Fleet(broker_url, settings), on_generation).start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -168,13 +169,16 @@ def run_spec_from_dict(data: dict[str, Any], *, source: str = "<run spec>", base
     return spec
 
 
-def load_run_spec(path: str | Path, *, check_evaluator: bool = True) -> RunSpec:
-    """Read and validate the run spec at ``path`` (YAML or JSON); raises SpecError."""
+def load_run_spec(path: str | Path, *, check_evaluator: bool = True,
+                  overrides: Mapping[str, Any] | None = None) -> RunSpec:
+    """Read and validate the run spec at ``path`` (YAML or JSON), with ``overrides`` (e.g. the
+    command line's seed) in place of its fields; raises SpecError."""
     path = Path(path)
     data = read_document(path)
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the run spec must be a mapping (YAML or JSON object)")
     data.setdefault("id", path.stem)
+    data.update(overrides or {})
     return run_spec_from_dict(data, source=str(path), base=path.parent, check_evaluator=check_evaluator)
 
 

@@ -71,9 +71,12 @@ class RunStore:
             )
         self.generations.mkdir(parents=True, exist_ok=True)
         self.plots.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.spec_path, spec.model_dump_json(indent=2).encode())
+        self.write_spec(spec)
         self.history_path.write_text("")
         self.write_checkpoint(0)
+
+    def write_spec(self, spec: RunSpec) -> None:
+        _atomic_write(self.spec_path, spec.model_dump_json(indent=2).encode())
 
     def read_spec(self) -> RunSpec:
         return RunSpec.model_validate_json(self.spec_path.read_text())

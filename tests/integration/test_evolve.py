@@ -19,6 +19,7 @@ from orchestration.evolve import evolve, resume
 from orchestration.evolve.run import checkpoint_key
 from orchestration.evolve.store import RunStore
 from orchestration.local_cluster import LocalWorker
+from orchestration.spec_loading import SpecError
 from tests.conftest import unique_id
 from workers.contract import EvaluationResult
 from workers.ledger import Ledger
@@ -84,6 +85,24 @@ def test_a_tenth_crashing_or_timing_out_still_completes_by_rule(
         assert not penalised.any()
     stored = RunStore(tmp_path / "run").read_results(f"{spec['id']}-g0000", ["f1", "f2"])
     assert {r.status.value for r in stored} >= {"ok"} and len(stored) == 30
+
+
+@pytest.mark.slow
+def test_a_run_extended_on_resume_ends_as_one_started_that_long(
+    redis_url: str, session_worker: LocalWorker, tmp_path: Path
+) -> None:
+    spec = zdt1_run(3, 12, chunk_size=6)
+    assert evolve(spec, broker_url=redis_url, output=tmp_path / "run").wait(120) == "complete"
+    with pytest.raises(SpecError, match="has recorded 3 generations: it cannot end at 2"):
+        resume(tmp_path / "run", broker_url=redis_url, generations=2)
+    extended = resume(tmp_path / "run", broker_url=redis_url, generations=5)
+    assert extended.wait(120) == "complete"
+    assert extended.replayed == 3 and [r["generation"] for r in extended.history] == list(range(5))
+    assert RunStore(tmp_path / "run").read_spec().generations == 5
+    serial = pymoo_serial(5, 12)  # pymoo's own run of 5 generations from the start
+    population = RunStore(tmp_path / "run").read_population()
+    assert np.array_equal(population["X"], serial.get("X"))
+    assert np.array_equal(population["F"], serial.get("F"))
 
 
 class RandomSearch:

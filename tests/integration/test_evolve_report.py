@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from orchestration.cli import app
 from orchestration.evolve.plots import FIGURE_PX
+from orchestration.evolve.store import RunStore
 from orchestration.local_cluster import LocalWorker
 from tests.conftest import unique_id
 
@@ -78,6 +79,31 @@ def test_example_runs_and_its_report_renders_in_chromium(
     assert generation.exit_code == 0, generation.output
     one = (out / f"report-{spec['id']}-g0002.html").read_text()
     assert one.count("data:image/png;base64,") == 1 and one.count("<tr>") == 3 + 40  # headers, counts, rows
+
+
+@pytest.mark.slow
+def test_command_line_fields_start_a_new_run_and_a_resume_keeps_its_own(
+    redis_url: str, session_worker: LocalWorker, tmp_path: Path
+) -> None:
+    spec = yaml.safe_load(EXAMPLE.read_text())
+    spec.update(id=unique_id("spec"), population_size=8, plot_every=0)
+    spec_path = tmp_path / "run.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    run_id, out = unique_id("cli"), tmp_path / "out"
+    result = CliRunner().invoke(app, ["evolve", str(spec_path), "--id", run_id, "--seed", "7",
+                                      "--generations", "2", "--out", str(out), "--broker", redis_url,
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    stored = RunStore(out).read_spec()
+    assert (stored.id, stored.seed, stored.generations) == (run_id, 7, 2)
+    assert sorted(p.name for p in (out / "generations").glob("*.parquet")) == [
+        f"{run_id}-g0000.parquet", f"{run_id}-g0001.parquet"]
+    for args, message in ((["--seed", "3"], "--seed and --id start a new run"),
+                          (["--generations", "1"], f"run {run_id} has recorded 2 generations")):
+        refused = CliRunner().invoke(app, ["evolve", "--resume", str(out), *args, "--broker", redis_url])
+        lines = refused.output.strip().splitlines()
+        assert refused.exit_code == 2 and len(lines) == 1 and message in lines[0], refused.output
+    assert RunStore(out).read_spec().generations == 2
 
 
 @pytest.mark.parametrize(
