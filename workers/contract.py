@@ -52,19 +52,34 @@ def from_timestamp(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-_JSON_SCALARS = (str, int, type(None))
+_JSON_SCALARS = (int, type(None))
+
+
+def _text_problem(text: str, path: str) -> str | None:
+    """A lone surrogate (a JSON "\\ud800" escape read alone) has no UTF-8 form to store."""
+    if text.isascii():
+        return None
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        return f"{path} is not UTF-8 text: it holds a lone surrogate U+{ord(text[exc.start]):04X}"
+    return None
 
 
 def json_problem(value: Any, path: str) -> str | None:
     """Why ``value`` does not survive a JSON round trip unchanged (None: it does)."""
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{path} is {value}"
+    if isinstance(value, str):
+        return _text_problem(value, path)
     if isinstance(value, _JSON_SCALARS):
         return None
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"{path} has a key that is not a string: {key!r}"
+            if problem := _text_problem(key, f"{path} key"):
+                return problem
             if type(item) is not float or not math.isfinite(item):
                 problem = json_problem(item, f"{path}.{key}")
                 if problem:

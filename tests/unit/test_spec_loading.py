@@ -104,6 +104,8 @@ def test_params_must_be_a_json_object(tmp_path: Path) -> None:
     ("[1, {when: 2024-01-31}]", "must be plain JSON: params.lr[1].when is a date"),
     ("[0.5, .inf, 0.25]", "must be plain JSON: params.lr[1] is inf"),
     ("[0.5, 0.25, .nan]", "must be plain JSON: params.lr[2] is nan"),
+    ('"a\\ud800"', "params.lr is not UTF-8 text: it holds a lone surrogate U+D800"),
+    ('{"\\udfff": 1}', "params.lr key is not UTF-8 text: it holds a lone surrogate U+DFFF"),
 ])
 def test_params_must_survive_json(tmp_path: Path, value: str, reason: str) -> None:
     """YAML's NaN and dates have no JSON form: they would reach the evaluator changed."""
