@@ -139,6 +139,16 @@ def test_csv_and_parquet_carry_params_and_metadata_as_json_strings(tmp_path: Pat
     assert first["params"] == {"x": [1, 2], "name": "a"} and first["metadata"] == {"parent": "p0"}
 
 
+def test_params_columns_round_trip_floats_big_integers_and_text_exactly() -> None:
+    """The params column is pydantic's JSON (not json.dumps): same values back, float64 exact."""
+    params = {"x": [1e-05, 0.1 + 0.2, -0.0, 1e300, 5e-324], "n": 10**30, "name": "héllo ✓",
+              "nested": [{"a": None, "b": True}]}
+    result = results(1)[0].model_copy(update={"params": params})
+    row = flat_row(result, ["f1"])
+    assert json.loads(row["params"]) == params
+    assert json.loads(row["params"])["x"][1] == 0.30000000000000004
+
+
 @pytest.mark.parametrize(
     ("name", "reason"),
     [
