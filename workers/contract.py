@@ -135,13 +135,18 @@ ECHO_LIMIT_BYTES = 64 * 1024
 """A candidate's ``params`` (or ``metadata``) whose JSON is larger is not echoed in its result."""
 
 
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON, as a result stores it (pydantic's serializer)."""
+    return len(to_json(value))
+
+
 def candidate_echo(candidate: Candidate) -> dict[str, Any]:
     """The ``params`` and ``metadata`` a result echoes: each one as given, or None when absent
     or when its JSON exceeds ``ECHO_LIMIT_BYTES`` (the candidate's own copy stays in Redis)."""
     echoed: dict[str, Any] = {}
     for name in ("params", "metadata"):
         value = getattr(candidate, name)
-        small = value is not None and len(to_json(value)) <= ECHO_LIMIT_BYTES
+        small = value is not None and json_size(value) <= ECHO_LIMIT_BYTES
         echoed[name] = value if small else None
     return echoed
 

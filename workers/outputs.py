@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers.artifacts import ArtifactStore, ArtifactStoreError, read_ref
-from workers.contract import ArtifactRef, EvaluationResult, json_problem
+from workers.contract import ArtifactRef, EvaluationResult, json_problem, json_size
 from workers.evaluators import Evaluation
 
 EVALUATION_KEYS = frozenset({"scores", "outputs", "feedback", "artifacts"})
@@ -76,11 +76,6 @@ def from_exception(exc: BaseException, attached: Evaluation | None) -> Evaluatio
     if kept.outputs is None and kept.feedback is None and not kept.artifacts:
         return None
     return kept
-
-
-def json_size(value: Any) -> int:
-    """Bytes of ``value`` as compact UTF-8 JSON (what the result stores)."""
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 @dataclass

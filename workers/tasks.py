@@ -27,6 +27,7 @@ from workers.contract import (
     Status,
     candidate_echo,
     from_timestamp,
+    json_size,
     utc_now,
 )
 from workers.evaluators import (
@@ -40,7 +41,7 @@ from workers.evaluators import (
 from workers.failures import EvaluateRequest, error_info, soft_time_limit, status_of
 from workers.keys import EVALUATE_TASK, FINALIZE_TASK
 from workers.ledger import RUNNING, Ledger
-from workers.outputs import Keeper, Kept, from_exception, json_size, unpack
+from workers.outputs import Keeper, Kept, from_exception, unpack
 from workers.recent import RecentMap
 from workers.redis_client import client_for
 from workers.retention import register_store

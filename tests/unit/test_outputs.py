@@ -27,14 +27,13 @@ from workers.artifacts import (
     load_artifact,
     segment,
 )
-from workers.contract import EvaluationResult, Status
+from workers.contract import EvaluationResult, Status, json_size
 from workers.evaluators import Evaluation, EvaluationContext, EvaluationError
 from workers.outputs import (
     FEEDBACK_NOTE,
     MAX_ARTIFACTS,
     Keeper,
     from_exception,
-    json_size,
     load_feedback,
     load_outputs,
     unpack,
