@@ -85,9 +85,10 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         # A running evaluation outlives a lost broker connection and is acknowledged on the
         # next one (Redis acks by delivery tag); cancelling it would waste a GPU's work.
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        # A re-delivered message whose task already succeeded is not run again (the chord
-        # body; evaluate keeps no Celery result and dedupes through the ledger instead).
-        "worker_deduplicate_successful_tasks": True,
+        # Off: both tasks keep no Celery result and are idempotent through the ledger, so
+        # Celery's check of a re-delivered message (a backend GET) could never find one, and
+        # when the backend was unreachable it failed the task outside its body: lost.
+        "worker_deduplicate_successful_tasks": False,
         "result_expires": settings.retention_s,
         "result_chord_ordered": True,
         "worker_max_tasks_per_child": settings.max_tasks_per_child,

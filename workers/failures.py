@@ -6,6 +6,7 @@
 | soft time limit (per-candidate timer)    | timeout   | pool child             | no                         |
 | pool child dies (SIGKILL, OOM, sys.exit) | crashed   | worker main process    | alone, crash_retries times |
 | hard time limit kills the running child  | timeout   | worker main process    | no                         |
+| ... while its results wait for Redis     | -         | worker main process    | the task, re-queued        |
 | a chunk's child dies or hits its limit   | -         | worker main process    | unfinished ones, alone     |
 | worker node lost (main process, machine) | any       | worker that re-runs it | after visibility_timeout   |
 | generation deadline passes               | timeout   | launcher (or resume)   | no                         |
@@ -42,7 +43,7 @@ from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, Worker
 from celery.worker.request import Request
 from celery.worker.state import task_ready
 
-from workers import metrics
+from workers import child_flags, metrics
 from workers.contract import (
     Candidate,
     ErrorInfo,
@@ -166,6 +167,12 @@ class EvaluateRequest(Request):
             return
         self._evofleet_settled = True
         metrics.lost_child(self.worker_pid, hard_timeout=hard_timeout)
+        if child_flags.take_recording(self.worker_pid) and hard_timeout:
+            # Not the candidates' time: they had finished, and Redis kept their results waiting.
+            logger.warning("task %s: its results were waiting for Redis when the hard time limit "
+                           "fired; re-queueing it to run again", self.id)
+            self.reject(requeue=True)
+            return
         try:
             settle_lost_task(self, exc, hard_timeout=hard_timeout)
         except Exception:

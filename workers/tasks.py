@@ -17,7 +17,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 from redis import RedisError
 
-from workers import devices, metrics
+from workers import child_flags, devices, metrics
 from workers.artifacts import ArtifactStore, ArtifactStoreError
 from workers.celery_app import app
 from workers.contract import (
@@ -343,17 +343,19 @@ def record_when_reachable(ledger: Ledger, *results: EvaluationResult) -> None:
     Unreachable Redis is not the candidate's failure: when the client's own retries ran out,
     the result used to fall into the evaluator's ``except`` and be recorded as an ``error``
     (ConnectionError) once Redis was back. The first result wins, so if another node re-ran
-    the candidate meanwhile (past the visibility timeout), this one is dropped; the task's
-    hard time limit still bounds the wait.
+    the candidate meanwhile (past the visibility timeout), this one is dropped. The task's
+    hard time limit still bounds the wait; the flag tells the main process that the child it
+    kills then held finished results, so it re-queues the task instead of recording ``timeout``.
     """
-    while True:
-        try:
-            ledger.record_many(results)
-            return
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            logger.warning("candidate(s) %s: result(s) kept until Redis answers again (%s)",
-                           ", ".join(r.candidate_id for r in results[:3]), exc)
-            time.sleep(RECORD_RETRY_S)
+    with child_flags.recording():
+        while True:
+            try:
+                ledger.record_many(results)
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                logger.warning("candidate(s) %s: result(s) kept until Redis answers again (%s)",
+                               ", ".join(r.candidate_id for r in results[:3]), exc)
+                time.sleep(RECORD_RETRY_S)
 
 
 # ignore_result: nothing reads the body's return value (the ledger's state is the outcome);
