@@ -6,7 +6,7 @@
 | soft time limit (per-candidate timer)    | timeout   | pool child             | no                         |
 | pool child dies (SIGKILL, OOM, sys.exit) | crashed   | worker main process    | alone, crash_retries times |
 | hard time limit kills the running child  | timeout   | worker main process    | no                         |
-| ... while its results wait for Redis     | -         | worker main process    | the task, re-queued        |
+| ... while its results wait for Redis     | (theirs)  | pool child, given 5 s  | else the task, re-queued   |
 | a chunk's child dies or hits its limit   | -         | worker main process    | unfinished ones, alone     |
 | worker node lost (main process, machine) | any       | worker that re-runs it | after visibility_timeout   |
 | generation deadline passes               | timeout   | launcher (or resume)   | no                         |
@@ -61,6 +61,10 @@ logger = logging.getLogger(__name__)
 
 _LOST_STATUS = re.compile(r"(?:signal (?P<signum>\d+) \((?P<signame>\w+)\))|(?:exitcode (?P<code>-?\d+))")
 
+
+RECORD_GRACE_S = 5.0
+"""How long a pool child past its hard time limit may go on recording results that waited for
+Redis before the main process kills it and re-queues its task."""
 
 TRACEBACK_LIMIT = 8 * 1024
 """Characters of an evaluator's traceback kept in ``error.traceback`` (its last ones)."""
@@ -161,18 +165,35 @@ class EvaluateRequest(Request):
                        human_status(status))
         return WorkerLostError(f"Worker exited prematurely: {human_status(status)}.")
 
+    def _results_recorded(self) -> bool:
+        """False if the child holds finished results that wait for Redis past the grace.
+
+        Not the candidates' time: they had finished. Celery's main loop waits while its broker
+        connection is down, so the limit often fires just as Redis is back, a moment before the
+        child records them: waiting here (the child is killed when this returns) saves a re-run.
+        """
+        pid = self.worker_pid
+        if pid is None or not child_flags.recording_in(pid):
+            return True
+        logger.warning("task %s: hard time limit passed while its results wait for Redis; its "
+                       "pool child has %gs to record them", self.id, RECORD_GRACE_S)
+        if child_flags.wait_recorded(pid, RECORD_GRACE_S):
+            return True
+        child_flags.clear(pid)
+        logger.warning("task %s: its results still wait for Redis; re-queueing it to run again",
+                       self.id)
+        return False
+
     def _settle(self, exc: BaseException, *, hard_timeout: bool) -> None:
         # A hard time limit reaches us twice (on_timeout, then on_failure): act once.
         if self._evofleet_settled:
             return
         self._evofleet_settled = True
         metrics.lost_child(self.worker_pid, hard_timeout=hard_timeout)
-        if child_flags.take_recording(self.worker_pid) and hard_timeout:
-            # Not the candidates' time: they had finished, and Redis kept their results waiting.
-            logger.warning("task %s: its results were waiting for Redis when the hard time limit "
-                           "fired; re-queueing it to run again", self.id)
+        if hard_timeout and not self._results_recorded():
             self.reject(requeue=True)
             return
+        child_flags.clear(self.worker_pid)
         try:
             settle_lost_task(self, exc, hard_timeout=hard_timeout)
         except Exception:
