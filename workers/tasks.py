@@ -344,8 +344,9 @@ def record_when_reachable(ledger: Ledger, *results: EvaluationResult) -> None:
     the result used to fall into the evaluator's ``except`` and be recorded as an ``error``
     (ConnectionError) once Redis was back. The first result wins, so if another node re-ran
     the candidate meanwhile (past the visibility timeout), this one is dropped. The task's
-    hard time limit still bounds the wait; the flag tells the main process that the child it
-    kills then held finished results, so it re-queues the task instead of recording ``timeout``.
+    hard time limit still bounds the wait; the flag tells the main process that the child
+    holds finished results, so it waits a moment for them (else re-queues the task) instead
+    of recording ``timeout``.
     """
     with child_flags.recording():
         while True:
