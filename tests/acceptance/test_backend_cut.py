@@ -5,91 +5,67 @@ child meanwhile does not turn the candidate into a ``timeout``."""
 from __future__ import annotations
 
 import socket
-import threading
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from orchestration.api import launch
+from orchestration.local_cluster import free_port
 from tests.acceptance.conftest import Cluster, wait_until
 from tests.conftest import make_spec
 from tests.fault_evaluators import runs
 from workers.contract import EvaluationResult, Status
 from workers.ledger import Ledger
 
+RELAY = Path(__file__).parents[1] / "tcp_relay.py"
+
 
 class Relay:
-    """A TCP relay to a local port; ``cut`` resets its connections and refuses new ones."""
+    """``tests/tcp_relay.py`` to a local port, in a process: ``cut`` kills it (its connections
+    reset, new ones refused), ``restore`` starts it again on the same port."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.port = 0
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._listener: socket.socket | None = None
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
         self.restore()
 
     def restore(self) -> None:
-        listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR on POSIX
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        self.process = subprocess.Popen([
+            sys.executable, str(RELAY), "--listen", f"127.0.0.1:{self.port}",
+            "--to", f"127.0.0.1:{self.target_port}", "--delay-ms", "0",
+        ])
+        wait_until(self._listening, 20, "the relay to listen")
 
     def cut(self) -> None:
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        if self._listener is not None:
-            sockets.append(self._listener)
-            self._listener = None
-        for sock in sockets:
-            _close(sock)
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
 
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-            except OSError:
-                if listener.fileno() == -1:
-                    return
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        _close(source)
-        _close(sink)
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in accept or recv
-    except OSError:
-        pass
-    sock.close()
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
 
 @pytest.fixture
 def relayed_backend(tmp_path: Path) -> Iterator[tuple[Cluster, Relay]]:
     cluster = Cluster(tmp_path)
-    relay = Relay(cluster.redis.port)
-    backend = cluster.url.replace(f":{cluster.redis.port}/", f":{relay.port}/")
+    relay: Relay | None = None
     try:
+        relay = Relay(cluster.redis.port)
+        backend = cluster.url.replace(f":{cluster.redis.port}/", f":{relay.port}/")
         cluster.start_worker("w1", concurrency=1, env={"EVOFLEET_RESULT_BACKEND": backend})
         yield cluster, relay
     finally:
-        relay.cut()
+        if relay is not None:
+            relay.cut()
         cluster.close()
 
 

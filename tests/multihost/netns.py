@@ -256,7 +256,7 @@ class Fabric:
             self.latency_method = "tc netem on every cable"
             return self.redis_url()
         self.relay_process = self.spawn("redis", [
-            sys.executable, str(Path(__file__).with_name("delay_relay.py")),
+            sys.executable, str(Path(__file__).parents[1] / "tcp_relay.py"),
             "--listen", f"{self.addr('redis')}:{RELAY_PORT}", "--to", f"127.0.0.1:{REDIS_PORT}",
             "--delay-ms", str(delay_ms), "--jitter-ms", str(jitter_ms),
         ], log="relay.log")

@@ -1,4 +1,5 @@
-"""A TCP relay that delays each direction of every connection, for kernels without ``netem``.
+"""A TCP relay that delays each direction of every connection, for kernels without ``netem``;
+with ``--delay-ms 0``, a plain relay that a test kills to cut a link and starts again to mend it.
 
 Each chunk read is forwarded ``delay_ms`` +- ``jitter_ms`` later, never before the chunk ahead
 of it (TCP delivers bytes in order, so jitter cannot reorder a stream).
