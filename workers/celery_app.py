@@ -11,6 +11,7 @@ from kombu.entity import Queue
 from workers.contract import PRIORITIES
 from workers.reaper import LostChildReaper
 from workers.settings import WorkerSettings
+from workers.visibility import KeepVisible
 
 # Idle 60 s, then a probe every 10 s, dead after 3 unanswered (Linux option names).
 TCP_KEEPALIVE = {
@@ -117,3 +118,5 @@ app = make_app()
 app.conf.imports = ("workers.tasks", "workers.presence", "workers.devices")
 # A dead pool child is found in a fraction of a second, not at Celery's 5 s maintenance.
 app.steps["worker"].add(LostChildReaper)
+# A live worker's messages are not re-delivered, however long its candidates run.
+app.steps["consumer"].add(KeepVisible)

@@ -60,10 +60,10 @@ class WorkerSettings(StrictEnvSettings):
         None, description="Result backend URL; the broker URL when unset."
     )
     visibility_timeout_s: int = Field(
-        3600,
+        300,
         gt=0,
-        description="Seconds before an unacknowledged message is re-delivered; keep it above "
-        "the longest hard time limit plus queueing slack.",
+        description="Seconds before a lost worker's unacknowledged messages are re-delivered. "
+        "A live worker keeps its own from coming back, however long they run.",
     )
     retention_s: int = Field(
         7 * 24 * 3600, gt=0, description="Seconds a finished generation's keys are kept."

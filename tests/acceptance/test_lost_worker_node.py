@@ -21,7 +21,7 @@ from tests.fault_evaluators import runs
 from workers.contract import Status
 from workers.ledger import Ledger
 
-VISIBILITY_TIMEOUT_S = 4  # above the hard time limit below, as it must be in production
+VISIBILITY_TIMEOUT_S = 4  # short: the lost node's candidates come back within the test
 ENV = {"EVOFLEET_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S)}
 
 

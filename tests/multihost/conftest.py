@@ -16,7 +16,7 @@ from tests.multihost.netns import Fabric, sweep_stale, unavailable_reason
 from workers.contract import EvaluationResult
 from workers.ledger import Ledger
 
-VISIBILITY_TIMEOUT_S = 10  # above every hard time limit below, as it must be in production
+VISIBILITY_TIMEOUT_S = 10  # short: a cut-off node's candidates come back within a scenario
 FLEET_ENV = {"EVOFLEET_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S)}
 NODES = ("node1", "node2")
 

@@ -1,0 +1,63 @@
+"""A candidate that runs longer than ``visibility_timeout`` runs once, on a live worker.
+
+kombu's Redis transport re-delivers any message left unacknowledged past ``visibility_timeout``,
+whether its worker died or is still busy with it. A live worker keeps its messages' delivery
+times fresh (``workers/visibility.py``), so only a lost node's candidates come back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestration.api import launch
+from tests.acceptance.conftest import Cluster, wait_until
+from tests.conftest import make_spec
+from tests.fault_evaluators import runs
+from workers.contract import Status
+from workers.ledger import Ledger
+
+VISIBILITY_TIMEOUT_S = 2  # the restore sweep then runs every second
+ENV = {"EVOFLEET_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S)}
+
+
+@pytest.fixture
+def busy_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path)
+    try:
+        # Two nodes with idle children: a re-delivered message would be taken at once.
+        cluster.start_worker("one", concurrency=2, env=ENV)
+        cluster.start_worker("two", concurrency=2, env=ENV)
+    except BaseException:
+        cluster.close()
+        raise
+    yield cluster
+    cluster.close()
+
+
+@pytest.mark.slow
+def test_candidates_longer_than_the_visibility_timeout_run_once(
+    busy_cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster = busy_cluster
+    log = tmp_path / "runs.log"
+    seconds = 4 * VISIBILITY_TIMEOUT_S
+    # One alone, and a chunk of two whose message outlives the timeout by more still.
+    candidates = [{"id": f"c{i}", "params": {"log": str(log), "seconds": seconds, "value": i}}
+                  for i in range(3)]
+    spec = make_spec(
+        candidates, evaluator="tests.fault_evaluators:faulty", objectives={"f": "max"},
+        soft_time_limit=30, time_limit=40, chunk_size=2, deadline=90,
+    )
+    generation = launch(spec, broker_url=cluster.url)
+
+    assert generation.wait(60) == "complete"
+    results = {r.candidate_id: r for r in Ledger(cluster.client, spec.id).iter_results()}
+    assert {cid: r.status for cid, r in results.items()} == {c["id"]: Status.ok for c in candidates}
+    assert runs(log) == {c["id"]: 1 for c in candidates}
+    assert all(r.attempts == 1 for r in results.values())
+    # Re-scoring only updates (ZADD XX): acknowledged messages leave the index for good.
+    wait_until(lambda: cluster.client.zcard("unacked_index") == 0, 10, "every message acked")
+    assert cluster.client.hlen("unacked") == 0
