@@ -60,7 +60,7 @@ class KeepVisible(bootsteps.StartStopStep):
 
     def stop(self, c: Any) -> None:
         if self.tref is not None:
-            self.tref.cancel()
+            c.timer.cancel(self.tref)
             self.tref = None
 
     shutdown = stop
