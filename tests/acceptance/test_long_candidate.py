@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from orchestration.api import launch
@@ -61,3 +62,29 @@ def test_candidates_longer_than_the_visibility_timeout_run_once(
     # Re-scoring only updates (ZADD XX): acknowledged messages leave the index for good.
     wait_until(lambda: cluster.client.zcard("unacked_index") == 0, 10, "every message acked")
     assert cluster.client.hlen("unacked") == 0
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_warm_finishes_its_long_candidate_alone(
+    busy_cluster: Cluster, tmp_path: Path
+) -> None:
+    """Celery's event loop stands still during a warm shutdown; the message stays visible."""
+    cluster = busy_cluster
+    log = tmp_path / "runs.log"
+    spec = make_spec(
+        [{"id": "c0", "params": {"log": str(log), "seconds": 4 * VISIBILITY_TIMEOUT_S}}],
+        evaluator="tests.fault_evaluators:faulty", objectives={"f": "max"},
+        soft_time_limit=30, time_limit=40, deadline=90,
+    )
+    generation = launch(spec, broker_url=cluster.url)
+    started = wait_until(lambda: log.exists() and log.read_text().split(), 20, "c0 to start")
+    runner = next(w for w in cluster.workers
+                  if int(started[1]) in {p.pid for p in psutil.Process(w.pid).children()})
+
+    runner.stop(timeout_s=30)  # SIGTERM: the running candidate finishes, then the worker exits
+
+    assert generation.wait(30) == "complete"
+    result = next(Ledger(cluster.client, spec.id).iter_results())
+    assert result.status is Status.ok
+    assert (result.worker or "").startswith(runner.hostname.split("@")[0])
+    assert runs(log) == {"c0": 1}
