@@ -27,6 +27,7 @@ from workers.redis_client import connect
 logger = logging.getLogger(__name__)
 
 MAX_INTERVAL_S = 60.0
+COPY_TRIES = 100
 STOPPING_POLL_S = 0.5  # after the worker stops: how often to look whether anything is held
 
 
@@ -37,8 +38,14 @@ def refresh_interval(visibility_timeout_s: float) -> float:
 
 def held_delivery_tags() -> list[str]:
     """Delivery tags of the messages this worker holds: running, and prefetched."""
-    # list() copies the set in one step under the GIL, while the main thread changes it.
-    held = list(state.reserved_requests)
+    for _ in range(COPY_TRIES):
+        try:  # a WeakSet, iterated in Python code while the main thread changes it
+            held = list(state.reserved_requests)
+            break
+        except RuntimeError:  # "changed size during iteration": copy it again
+            continue
+    else:
+        return []  # the next round re-scores them
     tags = (getattr(request.message, "delivery_tag", None) for request in held)
     return [str(tag) for tag in tags if tag is not None]
 
@@ -91,6 +98,9 @@ class VisibilityKeeper:
                     self.refresh(tags)
                 except redis.RedisError as exc:  # the client retried ~30 s; try again soon
                     logger.warning("could not keep %d message(s) visible: %s", len(tags), exc)
+                    due = time.monotonic() + min(self.interval_s, 1.0)
+                except Exception:  # a dead keeper would let long candidates run twice again
+                    logger.exception("keeping messages visible failed; trying again")
                     due = time.monotonic() + min(self.interval_s, 1.0)
             if self._stopping.is_set():
                 time.sleep(STOPPING_POLL_S)

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
+from types import SimpleNamespace
 
 import redis
+from celery.worker import state
 
 from tests.conftest import unique_id
-from workers.visibility import VisibilityKeeper, refresh_interval
+from workers.visibility import VisibilityKeeper, held_delivery_tags, refresh_interval
+
+
+class FakeRequest:
+    """What the keeper reads of a Celery request: its message's delivery tag."""
+
+    def __init__(self, tag: str) -> None:
+        self.message = SimpleNamespace(delivery_tag=tag)
 
 
 def test_refresh_updates_held_messages_and_never_adds_one(
@@ -37,3 +48,31 @@ def test_a_stopped_keeper_with_nothing_held_ends(redis_url: str) -> None:
 def test_interval_is_a_quarter_of_the_timeout_up_to_a_minute() -> None:
     assert refresh_interval(2) == 0.5
     assert refresh_interval(300) == 60.0
+
+
+def test_held_tags_are_read_while_the_main_thread_changes_the_set() -> None:
+    """Celery's reserved_requests is a WeakSet: a plain list() of it raised now and then."""
+    held = [FakeRequest(f"held-{i}") for i in range(50)]
+    for request in held:
+        state.reserved_requests.add(request)
+    stop = threading.Event()
+
+    def churn() -> None:  # as the main thread receives and finishes tasks
+        while not stop.is_set():
+            passing = FakeRequest("passing")
+            state.reserved_requests.add(passing)
+            state.reserved_requests.discard(passing)
+
+    thread = threading.Thread(target=churn)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # the threads take turns often: the race shows within the loop
+    thread.start()
+    try:
+        for _ in range(5000):
+            assert {f"held-{i}" for i in range(50)} <= set(held_delivery_tags())
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(switch)
+        for request in held:
+            state.reserved_requests.discard(request)
