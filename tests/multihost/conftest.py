@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,14 @@ class Fleet:
         process = self.workers.pop(host)
         process.terminate()
         return process.wait(timeout=timeout_s)
+
+    def stacks(self, host: str) -> str:
+        """The end of ``host``'s log after its worker logged every thread's stack (Celery's
+        SIGUSR1 handler): what a node that stopped taking work is stuck in."""
+        if self.alive(host):
+            os.kill(self.workers[host].pid, signal.SIGUSR1)
+            time.sleep(1.0)
+        return self.fabric.log(f"{host}.log")[-6000:]
 
     def alive(self, host: str) -> bool:
         return host in self.workers and self.workers[host].poll() is None
