@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,18 @@ class Cluster:
             worker.stop()
         self.client.close()
         self.redis.stop()
+
+
+@contextmanager
+def cluster_of(workdir: Path, *names: str, concurrency: int, env: dict[str, str]) -> Iterator[Cluster]:
+    """A Cluster with one worker per name, closed at the end (also when one fails to start)."""
+    cluster = Cluster(workdir)
+    try:
+        for name in names:
+            cluster.start_worker(name, concurrency=concurrency, env=env)
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @pytest.fixture(scope="module")

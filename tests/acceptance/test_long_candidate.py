@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from orchestration.api import launch
-from tests.acceptance.conftest import Cluster, wait_until
+from tests.acceptance.conftest import Cluster, cluster_of, wait_until
 from tests.conftest import make_spec
 from tests.fault_evaluators import runs
 from workers.contract import Status
@@ -26,16 +27,17 @@ ENV = {"EVOFLEET_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S)}
 
 @pytest.fixture
 def busy_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path)
-    try:
-        # Two nodes with idle children: a re-delivered message would be taken at once.
-        cluster.start_worker("one", concurrency=2, env=ENV)
-        cluster.start_worker("two", concurrency=2, env=ENV)
-    except BaseException:
-        cluster.close()
-        raise
-    yield cluster
-    cluster.close()
+    # Two nodes with idle children: a re-delivered message would be taken at once.
+    with cluster_of(tmp_path, "one", "two", concurrency=2, env=ENV) as cluster:
+        yield cluster
+
+
+def long_spec(log: Path, count: int, **fields: Any) -> Any:
+    """``count`` candidates that each sleep 4 visibility timeouts, logging each start."""
+    candidates = [{"id": f"c{i}", "params": {"log": str(log), "seconds": 4 * VISIBILITY_TIMEOUT_S,
+                                             "value": i}} for i in range(count)]
+    return make_spec(candidates, evaluator="tests.fault_evaluators:faulty", objectives={"f": "max"},
+                     soft_time_limit=30, time_limit=40, deadline=90, **fields)
 
 
 @pytest.mark.slow
@@ -44,20 +46,15 @@ def test_candidates_longer_than_the_visibility_timeout_run_once(
 ) -> None:
     cluster = busy_cluster
     log = tmp_path / "runs.log"
-    seconds = 4 * VISIBILITY_TIMEOUT_S
-    # One alone, and a chunk of two whose message outlives the timeout by more still.
-    candidates = [{"id": f"c{i}", "params": {"log": str(log), "seconds": seconds, "value": i}}
-                  for i in range(3)]
-    spec = make_spec(
-        candidates, evaluator="tests.fault_evaluators:faulty", objectives={"f": "max"},
-        soft_time_limit=30, time_limit=40, chunk_size=2, deadline=90,
-    )
+    # A chunk of two whose message outlives the timeout by more still, and one alone.
+    spec = long_spec(log, 3, chunk_size=2)
     generation = launch(spec, broker_url=cluster.url)
 
     assert generation.wait(60) == "complete"
     results = {r.candidate_id: r for r in Ledger(cluster.client, spec.id).iter_results()}
-    assert {cid: r.status for cid, r in results.items()} == {c["id"]: Status.ok for c in candidates}
-    assert runs(log) == {c["id"]: 1 for c in candidates}
+    ids = [c.id for c in spec.candidates]
+    assert {cid: r.status for cid, r in results.items()} == dict.fromkeys(ids, Status.ok)
+    assert runs(log) == dict.fromkeys(ids, 1)
     assert all(r.attempts == 1 for r in results.values())
     # Re-scoring only updates (ZADD XX): acknowledged messages leave the index for good.
     wait_until(lambda: cluster.client.zcard("unacked_index") == 0, 10, "every message acked")
@@ -71,11 +68,7 @@ def test_a_worker_stopped_warm_finishes_its_long_candidate_alone(
     """Celery's event loop stands still during a warm shutdown; the message stays visible."""
     cluster = busy_cluster
     log = tmp_path / "runs.log"
-    spec = make_spec(
-        [{"id": "c0", "params": {"log": str(log), "seconds": 4 * VISIBILITY_TIMEOUT_S}}],
-        evaluator="tests.fault_evaluators:faulty", objectives={"f": "max"},
-        soft_time_limit=30, time_limit=40, deadline=90,
-    )
+    spec = long_spec(log, 1)
     generation = launch(spec, broker_url=cluster.url)
     started = wait_until(lambda: log.exists() and log.read_text().split(), 20, "c0 to start")
     runner = next(w for w in cluster.workers

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from orchestration.api import launch
-from tests.acceptance.conftest import Cluster, wait_until
+from tests.acceptance.conftest import Cluster, cluster_of, wait_until
 from tests.conftest import make_spec
 from tests.fault_evaluators import runs
 from workers.contract import Status
@@ -28,15 +28,8 @@ ENV = {"EVOFLEET_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S)}
 @pytest.fixture
 def two_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
     monkeypatch.setenv("EVOFLEET_VISIBILITY_TIMEOUT_S", str(VISIBILITY_TIMEOUT_S))
-    cluster = Cluster(tmp_path)
-    try:
-        cluster.start_worker("doomed", concurrency=1, env=ENV)
-        cluster.start_worker("survivor", concurrency=1, env=ENV)
-    except BaseException:
-        cluster.close()
-        raise
-    yield cluster
-    cluster.close()
+    with cluster_of(tmp_path, "doomed", "survivor", concurrency=1, env=ENV) as cluster:
+        yield cluster
 
 
 @pytest.mark.slow
