@@ -119,4 +119,4 @@ app.conf.imports = ("workers.tasks", "workers.presence", "workers.devices")
 # A dead pool child is found in a fraction of a second, not at Celery's 5 s maintenance.
 app.steps["worker"].add(LostChildReaper)
 # A live worker's messages are not re-delivered, however long its candidates run.
-app.steps["worker"].add(KeepVisible)
+app.steps["consumer"].add(KeepVisible)

@@ -60,10 +60,11 @@ class WorkerSettings(StrictEnvSettings):
         None, description="Result backend URL; the broker URL when unset."
     )
     visibility_timeout_s: int = Field(
-        300,
+        3600,
         gt=0,
         description="Seconds before a lost worker's unacknowledged messages are re-delivered. "
-        "A live worker keeps its own from coming back, however long they run.",
+        "A consuming worker keeps its own from coming back, however long they run; keep it "
+        "above the longest warm shutdown.",
     )
     retention_s: int = Field(
         7 * 24 * 3600, gt=0, description="Seconds a finished generation's keys are kept."
