@@ -159,6 +159,18 @@ def assert_one_result_each(fleet: Fleet, spec: Path, ids: list[str]) -> dict[str
 
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed scenario's report carries each live node's thread stacks: a node that stopped
+    taking work shows where it is stuck."""
+    outcome = yield
+    report = outcome.get_result()
+    fleet = getattr(item, "funcargs", {}).get("fleet")
+    if report.when == "call" and report.failed and isinstance(fleet, Fleet):
+        for host in list(fleet.workers):
+            report.sections.append((f"{host} stacks", fleet.stacks(host)))
+
+
 @pytest.fixture(scope="module")
 def fleet_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     sweep_stale()

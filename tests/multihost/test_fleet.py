@@ -112,7 +112,7 @@ def test_partitioned_node_loses_and_doubles_nothing_and_recovers(fleet: Fleet) -
     results2 = assert_one_result_each(fleet, spec2, [c["id"] for c in after])
     assert fleet.workers["node1"].pid == node1_pid and fleet.alive("node1")
     by_node1 = [r for r in results2.values() if r.worker == fleet.fabric.worker_name("node1")]
-    assert by_node1, f"node1 took no work after the partition healed:\n{fleet.stacks('node1')}"
+    assert by_node1, "node1 took no work after the partition healed"
     back_after = min((r.finished_at - healed_wall).total_seconds() for r in by_node1 if r.finished_at)
     print(f"\npartition: node1 cut {healed_at - cut_at:.0f}s while running {sorted(cut_off)}; "
           f"node2 re-ran them; node1's first result {back_after:.1f}s after the heal, "
